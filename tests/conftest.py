@@ -1,0 +1,56 @@
+"""Shared pytest fixtures: where the lab's real servers are.
+
+Integration tests never start a mock: they use the lab that `scripts/lab up` runs (the
+README's test command brings it up first). If the lab is not running the tests fail with
+the command to run, rather than skipping and passing silently.
+"""
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LAB_STATE = Path(os.environ.get("TAPIO_LAB_STATE", REPO_ROOT / ".lab")).resolve()
+VENV_BIN = REPO_ROOT / ".venv" / "bin"
+
+
+@dataclass(frozen=True)
+class NatsLab:
+    servers: list[str] = field(default_factory=lambda: [f"nats://127.0.0.1:{p}" for p in (4222, 4223, 4224)])
+    monitor_urls: list[str] = field(default_factory=lambda: [f"http://127.0.0.1:{p}" for p in (8222, 8223, 8224)])
+    user: str = "tapio"
+    password: str = "tapio-lab-secret"
+
+    def jsz(self, node: int = 0, query: str = "") -> dict:
+        with urllib.request.urlopen(f"{self.monitor_urls[node]}/jsz{query}", timeout=5) as resp:  # noqa: S310
+            return json.load(resp)
+
+
+@dataclass(frozen=True)
+class KubeLab:
+    kubeconfig: Path
+    context: str = "kwok-tapio-lab"
+    kubectl: Path = VENV_BIN / "kubectl"
+
+
+@pytest.fixture(scope="session")
+def nats_lab() -> NatsLab:
+    lab = NatsLab()
+    try:
+        lab.jsz()
+    except OSError as exc:
+        pytest.fail(f"the lab's NATS cluster is not running ({exc}); run: scripts/lab up")
+    return lab
+
+
+@pytest.fixture(scope="session")
+def kube_lab() -> KubeLab:
+    kubeconfig = LAB_STATE / "kubeconfig"
+    if not kubeconfig.exists():
+        pytest.fail(f"no lab kubeconfig at {kubeconfig}; run: scripts/lab up")
+    return KubeLab(kubeconfig=kubeconfig)
