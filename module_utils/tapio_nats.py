@@ -1,0 +1,270 @@
+# -*- coding: utf-8 -*-
+# Copyright: Tapio NATS migration toolkit contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""Connection options and a JetStream API client shared by every nats_* module.
+
+Every module composes its argument spec from ``nats_connection_argument_spec()`` and runs
+its work through ``run_with_connection()``, which connects once (no reconnect loop), hands
+the connection to an async function, and always closes it.
+
+The JetStream API is used through nats-py's request/reply with the server's own JSON, so
+configurations stay in wire units (nanoseconds, bytes) from server to comparison; see
+tapio_nats_config for the units and comparison rules.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import ssl
+import traceback
+from typing import Any, Awaitable, Callable, Optional
+
+from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
+
+NATS_IMPORT_ERROR: Optional[str] = None
+try:
+    import nats
+    import nats.errors
+except ImportError:  # pragma: no cover - exercised only without nats-py
+    NATS_IMPORT_ERROR = traceback.format_exc()
+
+NATS_REQUIREMENT = "nats-py>=2.7.2"
+STREAM_NOT_FOUND = 10059
+CONSUMER_NOT_FOUND = 10014
+
+
+class NatsModuleError(Exception):
+    """A failure to report with ``fail_json``; ``result`` holds any partial result."""
+
+    def __init__(self, message: str, result: Optional[dict[str, Any]] = None) -> None:
+        super().__init__(message)
+        self.result = result or {}
+
+
+class JetStreamApiError(NatsModuleError):
+    """An error answer from the JetStream API."""
+
+    def __init__(self, subject: str, error: dict[str, Any]) -> None:
+        self.code = int(error.get("code", 0))
+        self.err_code = int(error.get("err_code", 0))
+        self.description = str(error.get("description", "unknown error"))
+        api = subject.split(".")[3] if subject.count(".") >= 3 else subject
+        super().__init__(f"JetStream API {api} failed: {self.description} (code {self.code}, err_code {self.err_code})")
+
+
+def nats_connection_argument_spec() -> dict[str, Any]:
+    """The connection options every nats_* module accepts."""
+    return {
+        "servers": {"type": "list", "elements": "str", "fallback": (env_fallback, ["NATS_URL"]),
+                    "default": ["nats://127.0.0.1:4222"]},
+        "user": {"type": "str", "fallback": (env_fallback, ["NATS_USER"])},
+        "password": {"type": "str", "no_log": True, "fallback": (env_fallback, ["NATS_PASSWORD"])},
+        "token": {"type": "str", "no_log": True, "fallback": (env_fallback, ["NATS_TOKEN"])},
+        "creds_file": {"type": "path", "fallback": (env_fallback, ["NATS_CREDS"])},
+        "nkey_seed": {"type": "str", "no_log": True},
+        "tls_ca_cert": {"type": "path"},
+        "tls_client_cert": {"type": "path"},
+        "tls_client_key": {"type": "path", "no_log": False},
+        "tls_verify": {"type": "bool", "default": True},
+        "connect_timeout": {"type": "float", "default": 5.0},
+        "api_timeout": {"type": "float", "default": 5.0},
+    }
+
+
+NATS_MUTUALLY_EXCLUSIVE = [["token", "user"], ["token", "creds_file"], ["creds_file", "nkey_seed"]]
+NATS_REQUIRED_TOGETHER = [["user", "password"], ["tls_client_cert", "tls_client_key"]]
+
+
+def nats_module(argument_spec: dict[str, Any], **kwargs: Any) -> AnsibleModule:
+    """An AnsibleModule with the connection options added, failing early without nats-py."""
+    spec = nats_connection_argument_spec()
+    spec.update(argument_spec)
+    module = AnsibleModule(
+        argument_spec=spec,
+        mutually_exclusive=NATS_MUTUALLY_EXCLUSIVE + kwargs.pop("mutually_exclusive", []),
+        required_together=NATS_REQUIRED_TOGETHER + kwargs.pop("required_together", []),
+        **kwargs,
+    )
+    if NATS_IMPORT_ERROR is not None:
+        module.fail_json(msg=missing_required_lib(NATS_REQUIREMENT), exception=NATS_IMPORT_ERROR)
+    return module
+
+
+def redact_url(url: str) -> str:
+    """A server URL without any user:password part, safe to print."""
+    return re.sub(r"//[^@/]*@", "//", url)
+
+
+def _tls_context(params: dict[str, Any]) -> Optional[ssl.SSLContext]:
+    wants_tls = params.get("tls_ca_cert") or params.get("tls_client_cert") or any(
+        str(s).startswith("tls://") for s in params["servers"])
+    if not wants_tls:
+        return None
+    context = ssl.create_default_context(cafile=params.get("tls_ca_cert"))
+    if params.get("tls_client_cert"):
+        context.load_cert_chain(params["tls_client_cert"], params["tls_client_key"])
+    if not params.get("tls_verify", True):
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def connect_options(params: dict[str, Any]) -> dict[str, Any]:
+    """nats.connect() keyword arguments for the module's connection parameters.
+
+    Management connections never reconnect: each server is tried twice, then the module
+    fails with the reason instead of looping.
+    """
+    for option in ("creds_file", "tls_ca_cert", "tls_client_cert", "tls_client_key"):
+        path = params.get(option)
+        if path and not os.path.isfile(path):
+            raise NatsModuleError(f"{option} {path} does not exist or is not a file")
+    options: dict[str, Any] = {
+        "servers": list(params["servers"]),
+        "connect_timeout": params["connect_timeout"],
+        "allow_reconnect": False,
+        "max_reconnect_attempts": 1,
+        "reconnect_time_wait": 0.1,
+        "name": "tapio-ansible",
+    }
+    if params.get("user"):
+        options["user"], options["password"] = params["user"], params.get("password")
+    if params.get("token"):
+        options["token"] = params["token"]
+    if params.get("creds_file"):
+        options["user_credentials"] = params["creds_file"]
+    if params.get("nkey_seed"):
+        options["nkeys_seed_str"] = params["nkey_seed"]
+    context = _tls_context(params)
+    if context is not None:
+        options["tls"] = context
+    return options
+
+
+def describe_connect_error(servers: list[str], error: BaseException, seen: list[BaseException]) -> str:
+    """One sentence naming the servers tried and why connecting failed."""
+    tried = ", ".join(redact_url(s) for s in servers)
+    causes = [error] + [e for e in seen if e is not error]
+    text = " ".join(str(c) or type(c).__name__ for c in causes)
+    if "authorization violation" in text.lower():
+        return (f"cannot connect to NATS ({tried}): authorization violation - the server rejected the "
+                "credentials (check user/password, token, creds_file or nkey_seed)")
+    reasons = sorted({f"{type(c).__name__}: {c}" if str(c) else type(c).__name__ for c in causes
+                      if not isinstance(c, nats.errors.NoServersError)})
+    return f"cannot connect to NATS servers tried ({tried}): {'; '.join(reasons) or 'no servers available'}"
+
+
+async def open_connection(params: dict[str, Any]) -> Any:
+    """Connect or raise NatsModuleError with a clear reason (never loops)."""
+    options = connect_options(params)
+    seen: list[BaseException] = []
+
+    async def record(error: BaseException) -> None:
+        seen.append(error)
+
+    async def ignore() -> None:
+        return None
+
+    try:
+        return await asyncio.wait_for(
+            nats.connect(error_cb=record, disconnected_cb=ignore, closed_cb=ignore, **options),
+            timeout=params["connect_timeout"] * (2 * len(options["servers"]) + 1),
+        )
+    except (nats.errors.Error, OSError, asyncio.TimeoutError, ssl.SSLError) as error:
+        raise NatsModuleError(describe_connect_error(options["servers"], error, seen)) from None
+
+
+class JetStreamApi:
+    """The few JetStream API calls the modules need, returning the server's JSON."""
+
+    def __init__(self, nc: Any, timeout: float) -> None:
+        self.nc = nc
+        self.timeout = timeout
+
+    async def request(self, subject: str, payload: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+        data = json.dumps(payload).encode() if payload is not None else b""
+        try:
+            reply = await self.nc.request(subject, data, timeout=self.timeout)
+        except nats.errors.NoRespondersError:
+            raise NatsModuleError(f"no responders for {subject}: JetStream is not enabled for this account/server") from None
+        except nats.errors.TimeoutError:
+            raise NatsModuleError(f"JetStream API {subject} timed out after {self.timeout}s") from None
+        answer = json.loads(reply.data or b"{}")
+        if "error" in answer:
+            raise JetStreamApiError(subject, answer["error"])
+        return answer
+
+    async def account_info(self) -> dict[str, Any]:
+        return await self.request("$JS.API.INFO")
+
+    async def stream_info(self, name: str) -> Optional[dict[str, Any]]:
+        try:
+            return await self.request(f"$JS.API.STREAM.INFO.{name}")
+        except JetStreamApiError as error:
+            if error.err_code == STREAM_NOT_FOUND:
+                return None
+            raise
+
+    async def streams(self) -> list[dict[str, Any]]:
+        """Every stream's info in the account (the API pages by offset)."""
+        found: list[dict[str, Any]] = []
+        while True:
+            page = await self.request("$JS.API.STREAM.LIST", {"offset": len(found)})
+            batch = page.get("streams") or []
+            found.extend(batch)
+            if not batch or len(found) >= int(page.get("total", 0)):
+                return found
+
+    async def consumer_info(self, stream: str, name: str) -> Optional[dict[str, Any]]:
+        try:
+            return await self.request(f"$JS.API.CONSUMER.INFO.{stream}.{name}")
+        except JetStreamApiError as error:
+            if error.err_code == CONSUMER_NOT_FOUND:
+                return None
+            raise
+
+    async def consumers(self, stream: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        while True:
+            page = await self.request(f"$JS.API.CONSUMER.LIST.{stream}", {"offset": len(found)})
+            batch = page.get("consumers") or []
+            found.extend(batch)
+            if not batch or len(found) >= int(page.get("total", 0)):
+                return found
+
+    def cluster_size(self) -> int:
+        """JetStream peers as the connected server announces them (1 without a cluster)."""
+        info = getattr(self.nc, "_server_info", {}) or {}
+        if not info.get("cluster"):
+            return 1
+        return max(1, len(set(info.get("connect_urls") or [])))
+
+    def max_payload(self) -> int:
+        return int(getattr(self.nc, "max_payload", 0) or 0)
+
+
+Handler = Callable[[Any, JetStreamApi], Awaitable[dict[str, Any]]]
+
+
+def run_with_connection(module: AnsibleModule, handler: Handler) -> dict[str, Any]:
+    """Connect, run ``handler(nc, api)``, always close, and turn failures into fail_json."""
+
+    async def runner() -> dict[str, Any]:
+        nc = await open_connection(module.params)
+        try:
+            return await handler(nc, JetStreamApi(nc, module.params["api_timeout"]))
+        finally:
+            try:
+                await asyncio.wait_for(nc.close(), timeout=5)
+            except (asyncio.TimeoutError, nats.errors.Error, OSError):
+                pass
+
+    try:
+        return asyncio.run(runner())
+    except NatsModuleError as error:
+        module.fail_json(msg=str(error), **error.result)
+    except ValueError as error:  # tapio_nats_config.ConfigError and bad values
+        module.fail_json(msg=str(error))
+    raise AssertionError("unreachable")  # pragma: no cover
