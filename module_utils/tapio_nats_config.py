@@ -469,6 +469,9 @@ def validate_consumer(desired: Mapping[str, Any], stream_subjects: list[str], cl
     if policy != "by_start_time" and desired.get("opt_start_time"):
         problems.append("opt_start_time is only valid with deliver_policy by_start_time")
     backoff = desired.get("backoff") or []
+    if backoff and desired.get("ack_wait") is not None and desired["ack_wait"] != backoff[0]:
+        problems.append(f"with backoff the server uses the first step ({format_duration(backoff[0])}) as ack_wait; "
+                        f"drop ack_wait or set it to {format_duration(backoff[0])}")
     max_deliver = desired.get("max_deliver", -1)
     if backoff and 0 < max_deliver <= len(backoff):
         problems.append(f"max_deliver ({max_deliver}) must be greater than the number of backoff steps ({len(backoff)})")

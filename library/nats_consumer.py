@@ -1,0 +1,341 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: Tapio NATS migration toolkit contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: nats_consumer
+short_description: Create, update or delete a durable NATS JetStream consumer
+description:
+  - Manages one durable pull or push consumer on a JetStream stream.
+  - Compares only the options you set, after normalising durations (seconds or V(30s),
+    V(2m), ...) and the server's defaults, so a second run reports no change.
+  - Options the server cannot change on an existing consumer (C(deliver_policy),
+    C(opt_start_seq), C(opt_start_time), C(ack_policy), C(replay_policy),
+    C(deliver_group), C(max_waiting), pull vs push) fail with the field, the current and the
+    requested value, unless O(recreate=true), which deletes the consumer (losing its
+    delivery and ack state) and creates it again.
+  - A consumer is a pull consumer unless O(deliver_subject) is set (push).
+  - Supports check mode and diff mode.
+version_added: "1.0.0"
+author: Tapio NATS migration toolkit
+requirements:
+  - python >= 3.9
+  - nats-py >= 2.7.2
+options:
+  stream:
+    description: The stream the consumer reads.
+    type: str
+    required: true
+  name:
+    description: Durable consumer name.
+    type: str
+    required: true
+  state:
+    description: Whether the consumer should exist.
+    type: str
+    choices: [present, absent]
+    default: present
+  description:
+    description: Free text description.
+    type: str
+  ack_policy:
+    description: How messages are acknowledged; a new consumer gets V(explicit) when this is not set.
+    type: str
+    choices: [explicit, all, none]
+  ack_wait:
+    description: Time the server waits for an ack before redelivering; seconds or a duration (V(30s)).
+    type: raw
+  max_deliver:
+    description: Maximum delivery attempts per message (V(-1) unlimited). At this limit the server emits a MAX_DELIVERIES advisory.
+    type: int
+  max_ack_pending:
+    description: Maximum unacknowledged messages in flight; delivery stops at this limit.
+    type: int
+  filter_subject:
+    description: Deliver only messages on this subject (mutually exclusive with O(filter_subjects)).
+    type: str
+  filter_subjects:
+    description: Deliver only messages on these subjects.
+    type: list
+    elements: str
+  deliver_policy:
+    description: Where delivery starts; cannot change after creation.
+    type: str
+    choices: [all, last, new, by_start_sequence, by_start_time, last_per_subject]
+  opt_start_seq:
+    description: First sequence when O(deliver_policy=by_start_sequence).
+    type: int
+  opt_start_time:
+    description: First time (RFC 3339) when O(deliver_policy=by_start_time).
+    type: str
+  replay_policy:
+    description: Deliver as fast as possible or at the original rate.
+    type: str
+    choices: [instant, original]
+  backoff:
+    description:
+      - Redelivery delays (durations); O(max_deliver) must be greater than the number of steps.
+      - The server uses the first step as the ack wait, so O(ack_wait) must be unset or equal to it.
+    type: list
+    elements: raw
+  deliver_subject:
+    description: Push consumers only; the subject messages are pushed to. Pull vs push cannot change.
+    type: str
+  deliver_group:
+    description: Push consumers only; queue group of the subscribers.
+    type: str
+  max_waiting:
+    description: Pull consumers only; maximum outstanding pull requests.
+    type: int
+  headers_only:
+    description: Deliver headers only.
+    type: bool
+  replicas:
+    description: Consumer replicas (V(0) inherits the stream's).
+    type: int
+  idle_heartbeat:
+    description: Push consumers; heartbeat interval (duration).
+    type: raw
+  flow_control:
+    description: Push consumers; enable flow control.
+    type: bool
+  recreate:
+    description: Delete and recreate the consumer when an unchangeable option differs (loses its ack state; warns).
+    type: bool
+    default: false
+notes:
+  - "Connection options are shared by every nats_* module: O(servers), O(user), O(password),
+    O(token), O(creds_file), O(nkey_seed), O(tls_ca_cert), O(tls_client_cert),
+    O(tls_client_key), O(tls_verify), O(connect_timeout), O(api_timeout); see docs/modules.md."
+  - Check mode and diff mode are supported.
+"""
+
+EXAMPLES = r"""
+- name: Create the pipeline's durable pull consumer
+  ansible.legacy.nats_consumer:
+    servers: "{{ tapio_nats_servers }}"
+    user: "{{ tapio_nats_user }}"
+    password: "{{ tapio_nats_password }}"
+    stream: TAPIO_EVENTS
+    name: tapio-pipeline
+    ack_policy: explicit
+    max_deliver: 5
+    backoff: [30s, 1m, 5m]
+    max_ack_pending: 1000
+    filter_subject: tapio.events.>
+
+- name: Create a push consumer for a SIEM export
+  ansible.legacy.nats_consumer:
+    stream: TAPIO_EVENTS
+    name: siem-export
+    deliver_subject: siem.deliver
+    ack_policy: explicit
+    filter_subjects: [tapio.events.k8s.>, tapio.events.systemd.>]
+
+- name: Delete a consumer
+  ansible.legacy.nats_consumer:
+    stream: TAPIO_EVENTS
+    name: siem-export
+    state: absent
+"""
+
+RETURN = r"""
+changed:
+  description: Whether the consumer was (or would be) changed.
+  returned: always
+  type: bool
+operation:
+  description: One of create, update, delete, recreate, none.
+  returned: always
+  type: str
+  sample: update
+changed_fields:
+  description: Options whose values differed from the server's.
+  returned: always
+  type: list
+  elements: str
+consumer:
+  description: Consumer info after the operation (would-be config in check mode); empty when absent.
+  returned: always
+  type: dict
+  contains:
+    config:
+      description: Consumer configuration (durations in nanoseconds).
+      type: dict
+      returned: when present
+    num_pending:
+      description: Messages not yet delivered.
+      type: int
+      returned: when present
+    num_ack_pending:
+      description: Delivered, not yet acknowledged.
+      type: int
+      returned: when present
+    ack_floor:
+      description: Highest contiguous acknowledged consumer and stream sequence.
+      type: dict
+      returned: when present
+diff:
+  description: Configuration before and after (durations rendered), in diff mode only.
+  returned: when diff mode is on
+  type: dict
+"""
+
+from typing import Any, Optional
+
+from ansible.module_utils.tapio_nats import (
+    JetStreamApi,
+    NatsModuleError,
+    nats_module,
+    run_with_connection,
+)
+from ansible.module_utils.tapio_nats_config import (
+    CONSUMER_DEFAULTS,
+    changed_fields,
+    consumer_immutable_changes,
+    desired_consumer_config,
+    merge_config,
+    readable,
+    validate_consumer,
+)
+
+ARGUMENT_SPEC: dict[str, Any] = {
+    "stream": {"type": "str", "required": True},
+    "name": {"type": "str", "required": True},
+    "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+    "description": {"type": "str"},
+    "ack_policy": {"type": "str", "choices": ["explicit", "all", "none"]},
+    "ack_wait": {"type": "raw"},
+    "max_deliver": {"type": "int"},
+    "max_ack_pending": {"type": "int"},
+    "filter_subject": {"type": "str"},
+    "filter_subjects": {"type": "list", "elements": "str"},
+    "deliver_policy": {"type": "str",
+                       "choices": ["all", "last", "new", "by_start_sequence", "by_start_time", "last_per_subject"]},
+    "opt_start_seq": {"type": "int"},
+    "opt_start_time": {"type": "str"},
+    "replay_policy": {"type": "str", "choices": ["instant", "original"]},
+    "backoff": {"type": "list", "elements": "raw"},
+    "deliver_subject": {"type": "str"},
+    "deliver_group": {"type": "str"},
+    "max_waiting": {"type": "int"},
+    "headers_only": {"type": "bool"},
+    "replicas": {"type": "int"},
+    "idle_heartbeat": {"type": "raw"},
+    "flow_control": {"type": "bool"},
+    "recreate": {"type": "bool", "default": False},
+}
+
+_VOLATILE = ("delivered", "ack_floor", "num_ack_pending", "num_redelivered", "num_waiting", "num_pending",
+             "cluster", "created", "config", "stream_name", "name", "ts", "paused", "priority_groups")
+
+
+def consumer_view(info: Optional[dict[str, Any]]) -> dict[str, Any]:
+    if not info:
+        return {}
+    return {k: info[k] for k in _VOLATILE if k in info and k != "ts"}
+
+
+def diff_config(config: Optional[dict[str, Any]]) -> dict[str, Any]:
+    if not config:
+        return {}
+    return readable({k: v for k, v in config.items() if k != "metadata"})
+
+
+async def write_consumer(api: JetStreamApi, stream: str, config: dict[str, Any], action: str) -> dict[str, Any]:
+    name = config["durable_name"]
+    return await api.request(f"$JS.API.CONSUMER.CREATE.{stream}.{name}",
+                             {"stream_name": stream, "config": config, "action": action})
+
+
+async def preflight(api: JetStreamApi, stream: str, desired: dict[str, Any]) -> None:
+    info = await api.stream_info(stream)
+    if info is None:
+        raise NatsModuleError(f"consumer {desired['durable_name']}: stream {stream} does not exist. Nothing was changed.")
+    problems = validate_consumer(desired, info["config"].get("subjects") or [], api.cluster_size())
+    if problems:
+        raise NatsModuleError(f"consumer {desired['durable_name']} on {stream}: " + "; ".join(problems)
+                              + ". Nothing was changed.")
+
+
+async def ensure_present(module: Any, api: JetStreamApi, stream: str, desired: dict[str, Any]) -> dict[str, Any]:
+    name = desired["durable_name"]
+    await preflight(api, stream, desired)
+    info = await api.consumer_info(stream, name)
+    if info is None:
+        desired.setdefault("ack_policy", "explicit")
+        result = {"changed": True, "operation": "create", "changed_fields": sorted(k for k in desired if k not in ("name", "durable_name"))}
+        if module.check_mode:
+            result["consumer"] = {"config": merge_config(CONSUMER_DEFAULTS, desired)}
+        else:
+            result["consumer"] = consumer_view(await write_consumer(api, stream, desired, "create"))
+        result["diff"] = {"before": {}, "after": diff_config(result["consumer"]["config"])}
+        return result
+    current = info["config"]
+    fields = changed_fields({k: v for k, v in desired.items() if k != "name"}, current, CONSUMER_DEFAULTS)
+    if not fields:
+        return {"changed": False, "operation": "none", "changed_fields": [], "consumer": consumer_view(info),
+                "diff": {"before": diff_config(current), "after": diff_config(current)}}
+    frozen = consumer_immutable_changes({k: desired[k] for k in fields}, current)
+    after = merge_config(current, desired)
+    if frozen and not module.params["recreate"]:
+        details = "; ".join(f"{f}: current {c!r}, requested {w!r}" for f, c, w in frozen)
+        raise NatsModuleError(
+            f"consumer {name} on {stream}: cannot change {', '.join(f for f, _, _ in frozen)} on an existing consumer "
+            f"({details}). Nothing was changed. Set recreate=true to delete and recreate it (its delivery and ack "
+            "state are lost).", {"consumer": consumer_view(info), "changed": False})
+    operation = "recreate" if frozen else "update"
+    result = {"changed": True, "operation": operation, "changed_fields": fields,
+              "diff": {"before": diff_config(current), "after": diff_config(after)}}
+    if frozen:
+        module.warn(f"consumer {name} on {stream} is being deleted and recreated to change {', '.join(fields)}: "
+                    f"{info.get('num_ack_pending', 0)} unacknowledged deliveries and its ack floor are lost")
+        after = desired
+    if module.check_mode:
+        result["consumer"] = {**consumer_view(info), "config": after}
+        return result
+    if frozen:
+        await api.request(f"$JS.API.CONSUMER.DELETE.{stream}.{name}")
+        result["consumer"] = consumer_view(await write_consumer(api, stream, desired, "create"))
+    else:
+        result["consumer"] = consumer_view(await write_consumer(api, stream, after, "update"))
+    return result
+
+
+async def ensure_absent(module: Any, api: JetStreamApi, stream: str, name: str) -> dict[str, Any]:
+    if await api.stream_info(stream) is None:
+        return {"changed": False, "operation": "none", "changed_fields": [], "consumer": {}, "diff": {"before": {}, "after": {}}}
+    info = await api.consumer_info(stream, name)
+    if info is None:
+        return {"changed": False, "operation": "none", "changed_fields": [], "consumer": {}, "diff": {"before": {}, "after": {}}}
+    if not module.check_mode:
+        await api.request(f"$JS.API.CONSUMER.DELETE.{stream}.{name}")
+    return {"changed": True, "operation": "delete", "changed_fields": [], "consumer": {},
+            "diff": {"before": diff_config(info["config"]), "after": {}}}
+
+
+def main() -> None:
+    module = nats_module(ARGUMENT_SPEC, supports_check_mode=True,
+                         mutually_exclusive=[["filter_subject", "filter_subjects"], ["deliver_subject", "max_waiting"]])
+    params = module.params
+    try:
+        desired = desired_consumer_config(params)
+    except ValueError as error:
+        module.fail_json(msg=f"consumer {params['name']}: {error}")
+
+    async def handler(nc: Any, api: JetStreamApi) -> dict[str, Any]:
+        if params["state"] == "absent":
+            return await ensure_absent(module, api, params["stream"], params["name"])
+        return await ensure_present(module, api, params["stream"], desired)
+
+    result = run_with_connection(module, handler)
+    if not module._diff:
+        result.pop("diff", None)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+# -*- coding: utf-8 -*-
+# Copyright: Tapio NATS migration toolkit contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""Canary events and publishers for nats_probe (and benchmarks/nats_throughput.py).
+
+Events follow Tapio's UnifiedEvent JSON (see docs/modules.md): 32-hex id, RFC 3339
+timestamp, type, source, severity, message, attributes and context blocks.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from ansible.module_utils.tapio_nats_config import percentile
+
+EVENT_TYPES = ("system", "kubernetes", "service", "log", "network", "process", "memory", "cpu", "disk", "metric")
+SEVERITIES = ("debug", "info", "low", "medium", "warning", "high", "error", "critical")
+
+
+def rfc3339_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def canary_event(subject: str, index: int, run_id: str, source: str = "tapio-probe",
+                 event_type: str = "system", severity: str = "info") -> dict[str, Any]:
+    """One realistic UnifiedEvent, marked as a canary of run *run_id*."""
+    tokens = subject.split(".")
+    namespace = tokens[3] if len(tokens) > 4 and tokens[2] == "k8s" else "tapio"
+    return {
+        "id": secrets.token_hex(16),
+        "timestamp": rfc3339_now(),
+        "type": event_type,
+        "source": source,
+        "severity": severity,
+        "message": f"tapio canary event {index} of probe run {run_id}",
+        "attributes": {"canary": "true", "probe_run": run_id, "probe_index": str(index), "subject": subject},
+        "entity": {"type": "probe", "name": "nats-probe", "namespace": namespace, "uid": run_id,
+                   "labels": {"app.kubernetes.io/name": "tapio", "app.kubernetes.io/component": "probe"}},
+        "k8s_context": {"kind": "Job", "name": "nats-probe", "namespace": namespace, "node_name": "control-node",
+                        "workload_name": "nats-probe"},
+        "trace_context": {"trace_id": secrets.token_hex(16), "span_id": secrets.token_hex(8)},
+        "correlation": {"group": run_id},
+    }
+
+
+def encode(event: dict[str, Any]) -> bytes:
+    return json.dumps(event, separators=(",", ":")).encode()
+
+
+def latency_summary(latencies_s: list[float]) -> dict[str, float]:
+    ordered = sorted(latencies_s)
+    return {
+        "p50": round(percentile(ordered, 0.50) * 1000, 3),
+        "p95": round(percentile(ordered, 0.95) * 1000, 3),
+        "p99": round(percentile(ordered, 0.99) * 1000, 3),
+        "max": round((ordered[-1] if ordered else 0.0) * 1000, 3),
+    }
+
+
+def prepare_batch(subjects: list[str], count: int, run_id: str, source: str) -> list[tuple[str, bytes, str]]:
+    """(subject, payload, msg id) for *count* events, generated before any timing starts."""
+    batch = []
+    for index in range(count):
+        subject = subjects[index % len(subjects)]
+        event = canary_event(subject, index, run_id, source=source)
+        batch.append((subject, encode(event), event["id"]))
+    return batch
+
+
+async def publish_windowed(nc: Any, batch: list[tuple[str, bytes, str]], window: int, timeout: float,
+                           msg_id: bool = True) -> dict[str, Any]:
+    """Publish with up to *window* un-acked messages in flight; acks are counted as they arrive.
+
+    Each message gets a reply subject ``<inbox>.<index>`` so one wildcard subscription
+    matches acks to send times without a future per message.
+    """
+    prefix = nc.new_inbox()
+    sent = [0.0] * len(batch)
+    latencies: list[float] = []
+    state = {"acked": 0, "errors": 0, "duplicates": 0, "in_flight": 0, "first_error": None}
+    room = asyncio.Event()
+    done = asyncio.Event()
+    offset = len(prefix) + 1
+
+    async def on_ack(msg: Any) -> None:
+        now = time.perf_counter()
+        latencies.append(now - sent[int(msg.subject[offset:])])
+        data = msg.data
+        if b'"error"' in data:
+            state["errors"] += 1
+            state["first_error"] = state["first_error"] or data.decode(errors="replace")
+        elif b'"duplicate":true' in data:
+            state["duplicates"] += 1
+        state["acked"] += 1
+        state["in_flight"] -= 1
+        room.set()
+        if state["acked"] == len(batch):
+            done.set()
+
+    sub = await nc.subscribe(prefix + ".*", cb=on_ack, pending_msgs_limit=max(window * 4, 65536))
+    started = time.perf_counter()
+    try:
+        for index, (subject, payload, event_id) in enumerate(batch):
+            while state["in_flight"] >= window:
+                room.clear()
+                await asyncio.wait_for(room.wait(), timeout)
+            state["in_flight"] += 1
+            sent[index] = time.perf_counter()
+            headers = {"Nats-Msg-Id": event_id} if msg_id else None
+            await nc.publish(subject, payload, reply=f"{prefix}.{index}", headers=headers)
+        await nc.flush(timeout)
+        if batch:
+            await asyncio.wait_for(done.wait(), timeout)
+    except asyncio.TimeoutError:
+        state["timed_out"] = True
+    finally:
+        elapsed = time.perf_counter() - started
+        await sub.unsubscribe()
+    return throughput_result("windowed", batch, state, latencies, elapsed, window)
+
+
+async def publish_one_at_a_time(js: Any, batch: list[tuple[str, bytes, str]], timeout: float,
+                                msg_id: bool = True) -> dict[str, Any]:
+    """The plan's perf-test method: ``await js.publish()`` for each event in turn."""
+    latencies: list[float] = []
+    state = {"acked": 0, "errors": 0, "duplicates": 0, "first_error": None}
+    started = time.perf_counter()
+    for subject, payload, event_id in batch:
+        before = time.perf_counter()
+        try:
+            ack = await js.publish(subject, payload, timeout=timeout,
+                                   headers={"Nats-Msg-Id": event_id} if msg_id else None)
+        except Exception as error:  # nats-py raises APIError/TimeoutError subclasses
+            state["errors"] += 1
+            state["first_error"] = state["first_error"] or str(error)
+            continue
+        latencies.append(time.perf_counter() - before)
+        state["acked"] += 1
+        state["duplicates"] += int(bool(ack.duplicate))
+    return throughput_result("one_at_a_time", batch, state, latencies, time.perf_counter() - started, 1)
+
+
+def throughput_result(method: str, batch: list[tuple[str, bytes, str]], state: dict[str, Any],
+                      latencies: list[float], elapsed: float, window: int) -> dict[str, Any]:
+    size = sum(len(payload) for _, payload, _ in batch)
+    return {
+        "method": method,
+        "window": window,
+        "messages": len(batch),
+        "acked": state["acked"],
+        "errors": state["errors"],
+        "first_error": state["first_error"],
+        "duplicates": state["duplicates"],
+        "timed_out": bool(state.get("timed_out")),
+        "elapsed_s": round(elapsed, 4),
+        "events_per_s": round(state["acked"] / elapsed, 1) if elapsed else 0.0,
+        "mb_per_s": round(size / elapsed / 1e6, 3) if elapsed else 0.0,
+        "avg_payload_bytes": round(size / len(batch)) if batch else 0,
+        "latency_ms": latency_summary(latencies),
+    }
+
+
+def ack_floor_passed(consumer_info: Optional[dict[str, Any]], last_seq: int) -> bool:
+    """True once the consumer's ack floor has reached the stream sequence *last_seq*."""
+    if not consumer_info:
+        return False
+    return int((consumer_info.get("ack_floor") or {}).get("stream_seq", 0)) >= last_seq
