@@ -1,0 +1,124 @@
+"""Unit tests for the migration's env merge (library/tapio_workload_env.py)."""
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "library"))
+
+import tapio_workload_env as twe  # noqa: E402
+
+SECRET = {"secretKeyRef": {"name": "tapio-nats-auth", "key": "NATS_PASSWORD"}}
+NODE = {"fieldRef": {"apiVersion": "v1", "fieldPath": "spec.nodeName"}}
+
+
+def daemonset() -> dict:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {
+            "name": "tapio-ebpf-collector", "namespace": "tapio", "uid": "u-1", "resourceVersion": "42",
+            "generation": 3, "creationTimestamp": "2026-01-01T00:00:00Z", "managedFields": [{"manager": "x"}],
+            "labels": {"app.kubernetes.io/name": "tapio-ebpf-collector"},
+            "annotations": {"tapio.io/owner": "platform-team", "deprecated.daemonset.template.generation": "3"},
+        },
+        "spec": {"template": {"metadata": {"annotations": {"prometheus.io/scrape": "true"}}, "spec": {"containers": [
+            {"name": "ebpf-collector", "env": [
+                {"name": "TAPIO_SERVER_ADDRESS", "value": "tapio-pipeline:9090"},
+                {"name": "LOG_LEVEL", "value": "debug"},
+                {"name": "NODE_NAME", "valueFrom": NODE},
+            ], "envFrom": [{"configMapRef": {"name": "tapio-ebpf-config"}}]},
+            {"name": "log-shipper", "env": [{"name": "LOG_LEVEL", "value": "warn"}]},
+        ]}}},
+        "status": {"numberReady": 3},
+    }
+
+
+NATS_ENV = [
+    {"name": "TAPIO_OUTPUT_MODE", "value": "nats"},
+    {"name": "NATS_URL", "value": "nats://tapio-nats:4222"},
+    {"name": "LOG_LEVEL", "value": "info"},
+    {"name": "NATS_PASSWORD", "valueFrom": SECRET},
+]
+
+
+def test_merge_sets_in_place_and_appends_new_entries() -> None:
+    result = twe.compute(daemonset(), "ebpf-collector", NATS_ENV, "TAPIO_OUTPUT_MODE")
+    assert [e["name"] for e in result["env"]] == [
+        "TAPIO_SERVER_ADDRESS", "LOG_LEVEL", "NODE_NAME", "TAPIO_OUTPUT_MODE", "NATS_URL", "NATS_PASSWORD"]
+    assert {"name": "LOG_LEVEL", "value": "info"} in result["env"]
+    assert {"name": "NODE_NAME", "valueFrom": NODE} in result["env"]
+    assert {"name": "NATS_PASSWORD", "valueFrom": SECRET} in result["env"]
+    assert result["needs_change"] is True
+    assert result["output_mode"] is None
+
+
+def test_merge_is_idempotent() -> None:
+    workload = daemonset()
+    first = twe.compute(workload, "ebpf-collector", NATS_ENV, "TAPIO_OUTPUT_MODE")
+    workload["spec"]["template"]["spec"]["containers"][0]["env"] = first["env"]
+    second = twe.compute(workload, "ebpf-collector", NATS_ENV, "TAPIO_OUTPUT_MODE")
+    assert second["needs_change"] is False
+    assert second["env"] == first["env"]
+    assert second["output_mode"] == "nats"
+
+
+def test_patch_touches_only_the_named_container_and_entries() -> None:
+    patch = twe.compute(daemonset(), "ebpf-collector", NATS_ENV, "TAPIO_OUTPUT_MODE")["patch"]
+    assert patch["metadata"] == {"name": "tapio-ebpf-collector", "namespace": "tapio"}
+    containers = patch["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["ebpf-collector"]
+    assert set(containers[0]) == {"name", "env"}
+    assert [e["name"] for e in containers[0]["env"]] == [e["name"] for e in NATS_ENV]
+
+
+def test_switching_value_to_value_from_clears_the_old_field() -> None:
+    workload = daemonset()
+    workload["spec"]["template"]["spec"]["containers"][0]["env"].append({"name": "NATS_PASSWORD", "value": "plain"})
+    result = twe.compute(workload, "ebpf-collector", NATS_ENV, "TAPIO_OUTPUT_MODE")
+    item = next(e for e in result["patch"]["spec"]["template"]["spec"]["containers"][0]["env"]
+                if e["name"] == "NATS_PASSWORD")
+    assert item == {"name": "NATS_PASSWORD", "valueFrom": SECRET, "value": None}
+    assert {"name": "NATS_PASSWORD", "valueFrom": SECRET} in result["env"]
+
+
+def test_value_none_removes_an_entry() -> None:
+    result = twe.compute(daemonset(), "ebpf-collector", [{"name": "TAPIO_SERVER_ADDRESS", "value": None}], "M")
+    assert "TAPIO_SERVER_ADDRESS" not in [e["name"] for e in result["env"]]
+    item = result["patch"]["spec"]["template"]["spec"]["containers"][0]["env"][0]
+    assert item == {"name": "TAPIO_SERVER_ADDRESS", "$patch": "delete"}
+
+
+def test_values_are_strings() -> None:
+    result = twe.compute(daemonset(), "ebpf-collector", [{"name": "BATCH", "value": 100}], "M")
+    assert {"name": "BATCH", "value": "100"} in result["env"]
+
+
+def test_live_object_is_not_modified() -> None:
+    workload = daemonset()
+    before = copy.deepcopy(workload)
+    twe.compute(workload, "ebpf-collector", NATS_ENV, "TAPIO_OUTPUT_MODE")
+    assert workload == before
+
+
+def test_missing_container_names_the_workload_and_its_containers() -> None:
+    with pytest.raises(twe.WorkloadError, match=r"tapio/tapio-ebpf-collector has no container named 'nope' "
+                                                r"\(containers: ebpf-collector, log-shipper\)"):
+        twe.compute(daemonset(), "nope", NATS_ENV, "TAPIO_OUTPUT_MODE")
+
+
+@pytest.mark.parametrize("entry", [{"value": "x"}, {"name": "A", "value": "x", "valueFrom": SECRET}])
+def test_bad_entries_are_refused(entry: dict) -> None:
+    with pytest.raises(twe.WorkloadError):
+        twe.merge_env([], [entry])
+
+
+def test_record_drops_server_state_and_keeps_own_metadata() -> None:
+    record = twe.compute(daemonset(), "ebpf-collector", [], "M")["record"]
+    assert "status" not in record
+    assert set(record["metadata"]) == {"name", "namespace", "labels", "annotations"}
+    assert record["metadata"]["annotations"] == {"tapio.io/owner": "platform-team"}
+    assert record["spec"] == daemonset()["spec"]
