@@ -17,12 +17,16 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LAB_STATE = Path(os.environ.get("TAPIO_LAB_STATE", REPO_ROOT / ".lab")).resolve()
 VENV_BIN = REPO_ROOT / ".venv" / "bin"
+# A second lab runs beside the first with every port shifted (see inventories/lab).
+PORT_OFFSET = int(os.environ.get("TAPIO_LAB_PORT_OFFSET") or 0)
 
 
 @dataclass(frozen=True)
 class NatsLab:
-    servers: list[str] = field(default_factory=lambda: [f"nats://127.0.0.1:{p}" for p in (4222, 4223, 4224)])
-    monitor_urls: list[str] = field(default_factory=lambda: [f"http://127.0.0.1:{p}" for p in (8222, 8223, 8224)])
+    servers: list[str] = field(
+        default_factory=lambda: [f"nats://127.0.0.1:{4222 + PORT_OFFSET + i}" for i in range(3)])
+    monitor_urls: list[str] = field(
+        default_factory=lambda: [f"http://127.0.0.1:{8222 + PORT_OFFSET + i}" for i in range(3)])
     user: str = "tapio"
     password: str = "tapio-lab-secret"
 
