@@ -41,6 +41,11 @@ options:
     description: Name of the output-mode env var; its current value is returned as RV(output_mode).
     type: str
     default: TAPIO_OUTPUT_MODE
+  record:
+    description:
+      - A record made earlier (RV(record) of a previous call). When given, RV(restore_needed)
+        and RV(restore) tell whether and how to put the workload back to it.
+    type: dict
 notes:
   - Check mode is supported (the module never changes anything).
 """
@@ -90,9 +95,20 @@ record:
   description: The object without status and server-managed metadata, as the toolkit records it.
   returned: always
   type: dict
+restore_needed:
+  description: Whether the live spec, labels or own annotations differ from O(record).
+  returned: when O(record) is given
+  type: bool
+restore:
+  description:
+    - O(record) ready for a replace; it keeps the live resourceVersion and the annotations the
+      server maintains, so the pod template becomes exactly the recorded one.
+  returned: when O(record) is given
+  type: dict
 """
 
 import copy
+import json
 from typing import Any, Optional
 
 from ansible.module_utils.basic import AnsibleModule
@@ -111,6 +127,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "container": {"type": "str", "required": True},
     "env": {"type": "list", "elements": "dict", "default": []},
     "mode_env": {"type": "str", "default": "TAPIO_OUTPUT_MODE"},
+    "record": {"type": "dict"},
 }
 
 
@@ -202,6 +219,13 @@ def patch_entries(current: list[dict[str, Any]], wanted: list[dict[str, Any]]) -
     return items
 
 
+def same_env(left: list[dict[str, Any]], right: list[dict[str, Any]]) -> bool:
+    """Equal as sets of entries: a strategic merge may order new entries differently."""
+    def key(entry: dict[str, Any]) -> str:
+        return json.dumps(entry, sort_keys=True)
+    return sorted(map(key, left)) == sorted(map(key, right))
+
+
 def build_patch(workload: dict[str, Any], container: str, items: list[dict[str, Any]]) -> dict[str, Any]:
     meta = workload.get("metadata", {})
     return {
@@ -227,14 +251,34 @@ def record_of(workload: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def compute(workload: dict[str, Any], container: str, env: list[dict[str, Any]], mode_env: str) -> dict[str, Any]:
+def restore_of(workload: dict[str, Any], record: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
+    """Whether the workload differs from its record, and the record as a replace definition."""
+    live = record_of(workload)
+    needed = any(live.get("metadata", {}).get(key) != record.get("metadata", {}).get(key)
+                 for key in ("labels", "annotations")) or live.get("spec") != record.get("spec")
+    restore = copy.deepcopy(record)
+    meta = restore.setdefault("metadata", {})
+    live_meta = workload.get("metadata", {})
+    kept = {k: v for k, v in (live_meta.get("annotations") or {}).items() if k in SERVER_ANNOTATIONS}
+    if kept:
+        meta["annotations"] = {**(meta.get("annotations") or {}), **kept}
+    if live_meta.get("resourceVersion"):
+        meta["resourceVersion"] = live_meta["resourceVersion"]
+    return needed, restore
+
+
+def compute(workload: dict[str, Any], container: str, env: list[dict[str, Any]], mode_env: str,
+            record: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     target = find_container(workload, container)
     current = target.get("env") or []
     merged = merge_env(current, env)
-    return {
+    result: dict[str, Any] = {}
+    if record is not None:
+        result["restore_needed"], result["restore"] = restore_of(workload, record)
+    return result | {
         "env": merged,
         "current_env": copy.deepcopy(current),
-        "needs_change": merged != current,
+        "needs_change": not same_env(merged, current),
         "patch": build_patch(workload, container, patch_entries(current, env)),
         "output_mode": env_value(current, mode_env),
         "record": record_of(workload),
@@ -245,7 +289,7 @@ def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     params = module.params
     try:
-        result = compute(params["workload"], params["container"], params["env"], params["mode_env"])
+        result = compute(params["workload"], params["container"], params["env"], params["mode_env"], params["record"])
     except WorkloadError as error:
         module.fail_json(msg=str(error))
     module.exit_json(changed=False, **result)

@@ -122,3 +122,38 @@ def test_record_drops_server_state_and_keeps_own_metadata() -> None:
     assert set(record["metadata"]) == {"name", "namespace", "labels", "annotations"}
     assert record["metadata"]["annotations"] == {"tapio.io/owner": "platform-team"}
     assert record["spec"] == daemonset()["spec"]
+
+
+def test_restore_of_an_unchanged_workload_is_not_needed() -> None:
+    record = twe.record_of(daemonset())
+    result = twe.compute(daemonset(), "ebpf-collector", [], "M", record)
+    assert result["restore_needed"] is False
+
+
+def test_restore_puts_back_the_recorded_template_and_keeps_server_metadata() -> None:
+    original = daemonset()
+    record = twe.record_of(original)
+    migrated = daemonset()
+    migrated["metadata"]["resourceVersion"] = "77"
+    migrated["spec"]["template"]["spec"]["containers"][0]["env"] = twe.compute(
+        original, "ebpf-collector", NATS_ENV, "TAPIO_OUTPUT_MODE")["env"]
+    result = twe.compute(migrated, "ebpf-collector", [], "M", record)
+    assert result["restore_needed"] is True
+    assert result["restore"]["spec"] == original["spec"]
+    assert result["restore"]["metadata"]["resourceVersion"] == "77"
+    assert result["restore"]["metadata"]["annotations"] == {
+        "tapio.io/owner": "platform-team", "deprecated.daemonset.template.generation": "3"}
+
+
+def test_restore_detects_a_changed_own_annotation() -> None:
+    record = twe.record_of(daemonset())
+    changed = daemonset()
+    changed["metadata"]["annotations"]["tapio.io/owner"] = "someone-else"
+    assert twe.compute(changed, "ebpf-collector", [], "M", record)["restore_needed"] is True
+
+
+def test_env_in_another_order_needs_no_change() -> None:
+    workload = daemonset()
+    merged = twe.compute(workload, "ebpf-collector", NATS_ENV, "TAPIO_OUTPUT_MODE")["env"]
+    workload["spec"]["template"]["spec"]["containers"][0]["env"] = list(reversed(merged))
+    assert twe.compute(workload, "ebpf-collector", NATS_ENV, "TAPIO_OUTPUT_MODE")["needs_change"] is False
