@@ -1,0 +1,272 @@
+"""One emulated collector container: emits events at a rate, direct or through NATS.
+
+NATS output publishes with plain `nc.publish(subject, data, reply=<inbox>.<seq>)` and counts
+JetStream's acks asynchronously on one wildcard inbox subscription (one round trip per
+event, as `js.publish` does, caps a Python client near 800 events/s). At most
+`publish_window` events are un-acked; an event whose ack does not come within `ack_timeout`,
+or whose ack is an error (or "no responders"), is republished with the same
+`Nats-Msg-Id`, so JetStream de-duplicates a republish whose first copy was stored. Nothing
+is dropped silently: a full backlog drops the event and the ledger records it, and a
+stopping instance waits for every outstanding ack up to `stop_flush_timeout`, then records
+what is still un-acked as abandoned.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import nats
+from nats.errors import ConnectionClosedError, OutboundBufferLimitError
+
+from tapio_sim.events import build_subject, encode, make_event
+
+if TYPE_CHECKING:
+    from tapio_sim.sim import Simulator
+
+log = logging.getLogger("tapio_sim.collector")
+
+TICK = 0.05  # seconds between emission batches
+
+
+class NatsPublisher:
+    def __init__(self, sim: Simulator, source: str, servers: list[str], name: str) -> None:
+        ncfg = sim.cfg["nats"]
+        self.sim = sim
+        self.source = source
+        self.servers = servers
+        self.name = name
+        self.window = int(ncfg["publish_window"])
+        self.max_backlog = int(ncfg["max_backlog"])
+        self.ack_timeout = float(ncfg["ack_timeout"])
+        self.backlog: deque[tuple[int, str, bytes, str]] = deque()
+        # token (str seq) -> [seq, subject, payload, msg_id, deadline, attempts]
+        self.inflight: dict[str, list[Any]] = {}
+        self.nc: Any = None
+        self.inbox = ""
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.acked = 0
+        self.retries = 0
+        self.last_error = ""
+        self.closing = False
+
+    async def start(self) -> None:
+        ncfg = self.sim.cfg["nats"]
+        self.nc = await nats.connect(
+            servers=self.servers, user=ncfg.get("user") or None, password=ncfg.get("password") or None,
+            name=self.name, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=5,
+            pending_size=8 * 1024 * 1024, error_cb=self._on_error, allow_reconnect=True)
+        self.inbox = self.nc.new_inbox()
+        await self.nc.subscribe(self.inbox + ".*", cb=self._on_reply, pending_msgs_limit=-1,
+                                pending_bytes_limit=-1)
+        self._tasks = [asyncio.create_task(self._pump(), name=f"pump-{self.name}"),
+                       asyncio.create_task(self._retry_loop(), name=f"retry-{self.name}")]
+
+    async def _on_error(self, exc: Exception) -> None:
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        log.warning("%s: NATS error: %s", self.name, self.last_error)
+
+    def submit(self, seq: int, subject: str, payload: bytes, msg_id: str) -> None:
+        if len(self.backlog) >= self.max_backlog:
+            self.sim.ledger.drop_backpressure(self.source, seq)
+            return
+        self.backlog.append((seq, subject, payload, msg_id))
+        self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self.backlog) + len(self.inflight)
+
+    async def _send(self, token: str, entry: list[Any]) -> bool:
+        try:
+            await self.nc.publish(entry[1], entry[2], reply=f"{self.inbox}.{token}",
+                                  headers={"Nats-Msg-Id": entry[3]})
+            return True
+        except (OutboundBufferLimitError, ConnectionClosedError, OSError) as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            return False
+
+    async def _pump(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self.backlog and len(self.inflight) < self.window:
+                seq, subject, payload, msg_id = self.backlog.popleft()
+                token = str(seq)
+                entry = [seq, subject, payload, msg_id, time.monotonic() + self.ack_timeout, 1]
+                self.inflight[token] = entry
+                if not await self._send(token, entry):
+                    entry[4] = time.monotonic() + 0.5  # retry soon
+                    break
+            if self.backlog and len(self.inflight) >= self.window:
+                self._room.clear()
+                await self._room.wait()
+                self._wake.set()
+
+    async def _on_reply(self, msg: Any) -> None:
+        token = msg.subject.rsplit(".", 1)[-1]
+        entry = self.inflight.get(token)
+        if entry is None:
+            return  # late ack of an event already acked (a republish's twin)
+        ok = False
+        duplicate = False
+        if msg.data:
+            try:
+                body = json.loads(msg.data)
+                ok = "error" not in body and "stream" in body
+                duplicate = bool(body.get("duplicate"))
+                if not ok:
+                    self.last_error = str(body.get("error"))
+            except ValueError:
+                ok = False
+        else:
+            status = (msg.headers or {}).get("Status", "")
+            self.last_error = f"status {status or '?'} (no responders: is the stream there?)"
+        if ok:
+            del self.inflight[token]
+            self.acked += 1
+            self.sim.ledger.stream_acked(self.source, duplicate)
+            if len(self.inflight) < self.window:
+                self._room.set()
+        else:
+            entry[4] = min(entry[4], time.monotonic() + 0.25)  # retry soon, same Nats-Msg-Id
+
+    async def _retry_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            now = time.monotonic()
+            for token, entry in list(self.inflight.items()):
+                if entry[4] <= now and token in self.inflight:
+                    entry[5] += 1
+                    entry[4] = now + self.ack_timeout
+                    self.retries += 1
+                    self.sim.ledger.source(self.source).publish_retries += 1
+                    if not await self._send(token, entry):
+                        entry[4] = now + 0.5
+
+    async def close(self, flush_timeout: float) -> int:
+        """Wait for every accepted event to be acked (or the timeout); returns abandoned."""
+        self.closing = True
+        deadline = time.monotonic() + flush_timeout
+        while self.pending and time.monotonic() < deadline:
+            self._wake.set()
+            await asyncio.sleep(0.05)
+        abandoned = 0
+        for entry in list(self.inflight.values()):
+            self.sim.ledger.abandon(self.source, entry[0])
+            abandoned += 1
+        for seq, *_ in self.backlog:
+            self.sim.ledger.abandon(self.source, seq)
+            abandoned += 1
+        if abandoned:
+            log.error("%s: %d events never got a positive ack within %.0fs: recorded as abandoned (%s)",
+                      self.name, abandoned, flush_timeout, self.last_error)
+        self.inflight.clear()
+        self.backlog.clear()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await self.nc.close()
+        except Exception as exc:  # noqa: BLE001 - closing; nothing left to save
+            log.debug("%s: close: %s", self.name, exc)
+        return abandoned
+
+
+class CollectorInstance:
+    """The emulated container of one Ready collector pod."""
+
+    def __init__(self, sim: Simulator, collector: dict[str, Any], pod: Any) -> None:
+        self.sim = sim
+        self.collector = collector
+        self.pod = pod
+        self.source = collector["source"]
+        self.kind = collector["kind"]
+        env_names = sim.cfg["env"]
+        self.mode = "nats" if pod.env.get(env_names["mode"], "").strip().lower() == env_names["nats_value"] else "direct"
+        self.subject_prefix = pod.env.get(env_names["subject_prefix"]) or collector.get("subject_prefix") or None
+        self.nats_url = pod.env.get(env_names["nats_url"], "")
+        self.rate = float(collector.get("rate") or sim.cfg["rate_per_pod"])
+        self.publisher: NatsPublisher | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.started = time.time()
+        self.emitted = 0
+        self.stopping = False
+        self.rng = random.Random(pod.uid)
+        self.lag_seconds = 0.0
+
+    def describe(self) -> dict[str, Any]:
+        info = {"pod": self.pod.name, "uid": self.pod.uid, "node": self.pod.node, "source": self.source,
+                "collector": self.collector["name"], "mode": self.mode, "emitted": self.emitted,
+                "rate": self.rate, "subject_prefix": self.subject_prefix, "started": self.started,
+                "stopping": self.stopping}
+        if self.publisher:
+            info.update(nats_servers=self.publisher.servers, in_cluster_nats_url=self.nats_url,
+                        pending=self.publisher.pending, inflight=len(self.publisher.inflight),
+                        acked=self.publisher.acked, retries=self.publisher.retries,
+                        last_error=self.publisher.last_error)
+        return info
+
+    async def start(self) -> None:
+        if self.mode == "nats":
+            servers = self.sim.map_nats_url(self.nats_url)
+            self.publisher = NatsPublisher(self.sim, self.source, servers, f"sim-{self.pod.name}")
+            await self.publisher.start()
+        self.task = asyncio.create_task(self._run(), name=f"emit-{self.pod.name}")
+        log.info("collector pod %s (%s) started in %s mode%s", self.pod.name, self.source, self.mode,
+                 f", subject prefix {self.subject_prefix}" if self.mode == "nats" else "")
+
+    def _emit_one(self) -> None:
+        sim = self.sim
+        ledger = sim.ledger
+        seq = ledger.emit(self.source, self.mode)
+        event = make_event(kind=self.kind, source=self.source, seq=seq, run_id=ledger.run_id,
+                           pod=self.pod.name, node=self.pod.node, workload=self.collector["name"], rng=self.rng)
+        self.emitted += 1
+        if self.publisher is None:
+            # Direct (gRPC) output: the pipeline takes it if a pipeline pod is Ready; otherwise
+            # the old client "logged the error and dropped it".
+            if sim.direct_available():
+                ledger.receive(self.source, seq, "direct")
+            else:
+                ledger.drop_direct(self.source, seq)
+            return
+        self.publisher.submit(seq, build_subject(event, self.subject_prefix), encode(event), event["id"])
+
+    async def _run(self) -> None:
+        owed = 0.0
+        last = time.monotonic()
+        while not self.stopping:
+            await asyncio.sleep(TICK)
+            now = time.monotonic()
+            if self.sim.paused:
+                last = now
+                owed = 0.0
+                continue
+            owed += (now - last) * self.rate
+            last = now
+            if owed > self.rate:  # more than a second behind: note it, do not burst
+                self.lag_seconds += owed / self.rate - 1
+                owed = self.rate
+            count = int(owed)
+            owed -= count
+            for _ in range(count):
+                self._emit_one()
+
+    async def stop(self) -> int:
+        """Stop emitting; flush what was accepted. Returns the number abandoned."""
+        self.stopping = True
+        if self.task:
+            await asyncio.gather(self.task, return_exceptions=True)
+        abandoned = 0
+        if self.publisher:
+            abandoned = await self.publisher.close(float(self.sim.cfg["stop_flush_timeout"]))
+        log.info("collector pod %s (%s, %s mode) stopped after %d events%s", self.pod.name, self.source,
+                 self.mode, self.emitted, f", {abandoned} abandoned" if abandoned else "")
+        return abandoned

@@ -1,0 +1,172 @@
+"""What the simulator reads from the Kubernetes API: workloads, their pods, pod env.
+
+Lists are read raw (`_preload_content=False`) and parsed as JSON: the client's model
+deserialisation costs more CPU than the simulator's event loop can spare at 2,000 events/s.
+The helpers below work on those plain dicts and are unit-tested.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("tapio_sim.kube")
+
+
+@dataclass(frozen=True)
+class PodView:
+    uid: str
+    name: str
+    node: str
+    ready: bool
+    env: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+
+def pod_ready(pod: dict[str, Any]) -> bool:
+    """Running, Ready=True, not being deleted (a terminating pod gets no new work)."""
+    if pod.get("metadata", {}).get("deletionTimestamp"):
+        return False
+    status = pod.get("status") or {}
+    if status.get("phase") != "Running":
+        return False
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+
+
+def selector_matches(selector: dict[str, Any] | None, labels: dict[str, str] | None) -> bool:
+    """A label selector (matchLabels and matchExpressions) against a pod's labels."""
+    if not selector:
+        return False
+    labels = labels or {}
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def container_env(pod: dict[str, Any], container: str,
+                  configmaps: dict[str, dict[str, str]] | None = None) -> dict[str, str] | None:
+    """The named container's environment as the kubelet would build it (literal values,
+    envFrom ConfigMaps, valueFrom configMapKeyRef and fieldRef spec.nodeName/metadata.name).
+    Secrets are not resolved (the simulator takes NATS credentials from its own config).
+    None when the pod has no such container."""
+    configmaps = configmaps or {}
+    spec = pod.get("spec") or {}
+    for cont in spec.get("containers") or []:
+        if cont.get("name") != container:
+            continue
+        env: dict[str, str] = {}
+        for source in cont.get("envFrom") or []:
+            ref = source.get("configMapRef")
+            if ref and ref.get("name") in configmaps:
+                prefix = source.get("prefix") or ""
+                for key, value in configmaps[ref["name"]].items():
+                    env[prefix + key] = value
+        for var in cont.get("env") or []:
+            name = var.get("name")
+            if not name:
+                continue
+            if "value" in var:
+                env[name] = "" if var["value"] is None else str(var["value"])
+                continue
+            value_from = var.get("valueFrom") or {}
+            cm_ref = value_from.get("configMapKeyRef")
+            field_ref = value_from.get("fieldRef")
+            if cm_ref and cm_ref.get("key") in configmaps.get(cm_ref.get("name"), {}):
+                env[name] = configmaps[cm_ref["name"]][cm_ref["key"]]
+            elif field_ref and field_ref.get("fieldPath") == "spec.nodeName":
+                env[name] = spec.get("nodeName", "")
+            elif field_ref and field_ref.get("fieldPath") == "metadata.name":
+                env[name] = pod.get("metadata", {}).get("name", "")
+            else:
+                env.setdefault(name, "")
+        return env
+    return None
+
+
+def referenced_configmaps(pod: dict[str, Any]) -> set[str]:
+    names: set[str] = set()
+    for cont in (pod.get("spec") or {}).get("containers") or []:
+        for source in cont.get("envFrom") or []:
+            if (source.get("configMapRef") or {}).get("name"):
+                names.add(source["configMapRef"]["name"])
+        for var in cont.get("env") or []:
+            ref = (var.get("valueFrom") or {}).get("configMapKeyRef") or {}
+            if ref.get("name"):
+                names.add(ref["name"])
+    return names
+
+
+def pods_of(selector: dict[str, Any] | None, pods: list[dict[str, Any]], container: str,
+            configmaps: dict[str, dict[str, str]]) -> list[PodView]:
+    views = []
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        if not selector_matches(selector, meta.get("labels")):
+            continue
+        env = container_env(pod, container, configmaps)
+        if env is None:
+            continue
+        views.append(PodView(uid=meta.get("uid", meta.get("name", "")), name=meta.get("name", ""),
+                             node=(pod.get("spec") or {}).get("nodeName") or "", ready=pod_ready(pod), env=env))
+    return views
+
+
+_LISTERS = {
+    "DaemonSet": "list_namespaced_daemon_set",
+    "Deployment": "list_namespaced_deployment",
+    "StatefulSet": "list_namespaced_stateful_set",
+}
+
+
+class KubeReader:
+    """Synchronous reads (called from a worker thread)."""
+
+    def __init__(self, kubeconfig: str, context: str | None) -> None:
+        from kubernetes import client, config as kconfig  # imported here: unit tests need no client
+
+        api = kconfig.new_client_from_config(kubeconfig, context=context)
+        self.core = client.CoreV1Api(api)
+        self.apps = client.AppsV1Api(api)
+
+    @staticmethod
+    def _raw(method: Any, namespace: str) -> dict[str, Any]:
+        resp = method(namespace, _preload_content=False, _request_timeout=10)
+        return json.loads(resp.data)
+
+    def snapshot(self, namespace: str, workloads: list[tuple[str, str, str, str]]) -> dict[str, Any]:
+        """workloads: (key, kind, name, container). Returns {"pods": {key: [PodView]}, "missing": [...]}"""
+        kinds = {kind for _, kind, _, _ in workloads}
+        items: dict[tuple[str, str], dict[str, Any]] = {}
+        for kind in kinds:
+            for obj in self._raw(getattr(self.apps, _LISTERS[kind]), namespace).get("items", []):
+                items[(kind, obj["metadata"]["name"])] = obj
+        pods = self._raw(self.core.list_namespaced_pod, namespace).get("items", [])
+        cm_names: set[str] = set()
+        for pod in pods:
+            cm_names |= referenced_configmaps(pod)
+        configmaps: dict[str, dict[str, str]] = {}
+        if cm_names:
+            for cm in self._raw(self.core.list_namespaced_config_map, namespace).get("items", []):
+                if cm["metadata"]["name"] in cm_names:
+                    configmaps[cm["metadata"]["name"]] = cm.get("data") or {}
+        result: dict[str, list[PodView]] = {}
+        missing = []
+        for key, kind, name, container in workloads:
+            obj = items.get((kind, name))
+            if obj is None:
+                missing.append(f"{kind}/{name}")
+                result[key] = []
+                continue
+            result[key] = pods_of((obj.get("spec") or {}).get("selector"), pods, container, configmaps)
+        return {"pods": result, "missing": missing}

@@ -1,0 +1,241 @@
+"""The simulator: reconciles emulated containers with the pods the API server reports."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from tapio_sim.collector import CollectorInstance
+from tapio_sim.kube import KubeReader, PodView
+from tapio_sim.ledger import Ledger
+from tapio_sim.pipeline import PipelineConsumer
+
+log = logging.getLogger("tapio_sim")
+
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+def map_nats_url(url: str, url_map: dict[str, Any], servers: list[str]) -> list[str]:
+    """An in-cluster NATS_URL (one or a comma-separated list) -> loopback servers to dial."""
+    url = (url or "").strip()
+    if url in url_map:
+        mapped = url_map[url]
+        return list(mapped) if isinstance(mapped, list) else [str(mapped)]
+    parts = [p.strip() for p in url.split(",") if p.strip()]
+    if parts and all((urlsplit(p if "://" in p else f"nats://{p}").hostname or "") in LOOPBACK_HOSTS for p in parts):
+        return parts
+    return list(servers)
+
+
+def pipeline_wants_nats(env: dict[str, str], pcfg: dict[str, Any], env_names: dict[str, Any]) -> bool:
+    mode = env.get(pcfg["mode_env"])
+    if mode is not None and mode.strip() != "":
+        return mode.strip().lower() == env_names["nats_value"]
+    return bool(pcfg.get("nats_url_means_nats")) and bool(env.get(env_names["nats_url"], "").strip())
+
+
+class Simulator:
+    def __init__(self, cfg: dict[str, Any], reader: KubeReader | None = None) -> None:
+        self.cfg = cfg
+        self.ledger = Ledger(secrets.token_hex(4), int(cfg["timeline_max_seconds"]))
+        self.reader = reader
+        self.paused = False
+        self.collectors: dict[str, CollectorInstance] = {}   # pod uid -> instance
+        self.consumers: dict[str, PipelineConsumer] = {}     # pod uid -> consumer
+        self.pipeline_pods: list[PodView] = []
+        self.ready_pipeline = 0
+        self.polls = 0
+        self.poll_errors = 0
+        self.last_poll_error = ""
+        self.last_poll = 0.0
+        self.missing_workloads: list[str] = []
+        self.started = time.time()
+        self._stopping_tasks: set[asyncio.Task[Any]] = set()
+        self._stop = asyncio.Event()
+        self.state_dir = Path(cfg["state_dir"])
+
+    # -- helpers used by the emulated pods ------------------------------------------------
+    def direct_available(self) -> bool:
+        return self.ready_pipeline > 0
+
+    def map_nats_url(self, url: str) -> list[str]:
+        ncfg = self.cfg["nats"]
+        return map_nats_url(url, ncfg.get("url_map") or {}, ncfg["servers"])
+
+    # -- reconcile ------------------------------------------------------------------------
+    def _workloads(self) -> list[tuple[str, str, str, str]]:
+        items = [(c["name"], "DaemonSet", c["name"], c["container"]) for c in self.cfg["collectors"]]
+        p = self.cfg["pipeline"]
+        items.append(("__pipeline__", p["kind"], p["name"], p["container"]))
+        return items
+
+    async def poll_once(self) -> None:
+        assert self.reader is not None
+        snap = await asyncio.to_thread(self.reader.snapshot, self.cfg["namespace"], self._workloads())
+        self.polls += 1
+        self.last_poll = time.time()
+        if snap["missing"] != self.missing_workloads:
+            if snap["missing"]:
+                log.warning("workloads not found in namespace %s: %s", self.cfg["namespace"], snap["missing"])
+            self.missing_workloads = snap["missing"]
+        await self.reconcile(snap["pods"])
+
+    async def reconcile(self, pods: dict[str, list[PodView]]) -> None:
+        # Pipeline first: the direct channel's availability follows its Ready pods.
+        pipeline = pods.get("__pipeline__", [])
+        self.pipeline_pods = pipeline
+        ready = [p for p in pipeline if p.ready]
+        if len(ready) != self.ready_pipeline:
+            log.info("pipeline: %d Ready pod(s)%s", len(ready), "" if ready else ": direct sends are now LOST")
+        self.ready_pipeline = len(ready)
+        want_consumers = {p.uid: p for p in ready
+                          if pipeline_wants_nats(p.env, self.cfg["pipeline"], self.cfg["env"])}
+        for uid in list(self.consumers):
+            if uid not in want_consumers:
+                self._retire(self.consumers.pop(uid).stop())
+        for uid, pod in want_consumers.items():
+            if uid not in self.consumers:
+                servers = self.map_nats_url(pod.env.get(self.cfg["env"]["nats_url"], ""))
+                consumer = self.consumers[uid] = PipelineConsumer(self, pod, servers)
+                await consumer.start()
+
+        wanted: dict[str, tuple[dict[str, Any], PodView]] = {}
+        for col in self.cfg["collectors"]:
+            for pod in pods.get(col["name"], []):
+                if pod.ready:
+                    wanted[pod.uid] = (col, pod)
+        for uid in list(self.collectors):
+            if uid not in wanted:
+                self._retire(self.collectors.pop(uid).stop())
+        for uid, (col, pod) in wanted.items():
+            if uid in self.collectors:
+                continue
+            inst = CollectorInstance(self, col, pod)
+            try:
+                await inst.start()
+            except Exception as exc:  # noqa: BLE001 - NATS unreachable: try again next poll
+                log.error("collector pod %s: cannot start (%s: %s); retrying", pod.name, type(exc).__name__, exc)
+                continue
+            self.collectors[uid] = inst
+
+    def _retire(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._stopping_tasks.add(task)
+        task.add_done_callback(self._stopping_tasks.discard)
+
+    async def poll_loop(self) -> None:
+        interval = float(self.cfg["poll_interval"])
+        while not self._stop.is_set():
+            try:
+                await self.poll_once()
+            except Exception as exc:  # noqa: BLE001 - API hiccup: keep the last known state
+                self.poll_errors += 1
+                self.last_poll_error = f"{type(exc).__name__}: {exc}"
+                log.warning("pod poll failed: %s", self.last_poll_error)
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=interval)
+            except asyncio.TimeoutError:
+                pass
+
+    # -- control --------------------------------------------------------------------------
+    async def settle(self, timeout: float) -> dict[str, Any]:
+        """Wait until every event emitted so far was received or cannot arrive any more."""
+        marks = self.ledger.watermarks()
+        start = time.monotonic()
+        complete = self.ledger.settled(marks)
+        while not complete and time.monotonic() - start < timeout:
+            await asyncio.sleep(0.2)
+            complete = self.ledger.settled(marks)
+        report = self.report(marks)
+        report["settle"] = {"requested": timeout, "waited": round(time.monotonic() - start, 2),
+                            "complete": complete}
+        return report
+
+    async def drain(self, timeout: float) -> dict[str, Any]:
+        self.paused = True
+        return await self.settle(timeout)
+
+    def reset(self) -> dict[str, Any]:
+        old = self.ledger.run_id
+        final = self.report(None)
+        self.ledger = Ledger(secrets.token_hex(4), int(self.cfg["timeline_max_seconds"]))
+        log.info("ledger reset: run %s -> %s", old, self.ledger.run_id)
+        return {"previous": final, "run_id": self.ledger.run_id}
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "run_id": self.ledger.run_id,
+            "paused": self.paused,
+            "namespace": self.cfg["namespace"],
+            "uptime": round(time.time() - self.started, 1),
+            "polls": self.polls, "poll_errors": self.poll_errors, "last_poll_error": self.last_poll_error,
+            "last_poll": self.last_poll,
+            "missing_workloads": self.missing_workloads,
+            "pipeline": {"ready_pods": self.ready_pipeline,
+                         "pods": [{"name": p.name, "ready": p.ready,
+                                   "nats": pipeline_wants_nats(p.env, self.cfg["pipeline"], self.cfg["env"])}
+                                  for p in self.pipeline_pods],
+                         "consumers": [c.describe() for c in self.consumers.values()]},
+            "collectors": [c.describe() for c in self.collectors.values()],
+            "stopping": len(self._stopping_tasks),
+            "combined_rate_10s": self.ledger.rate(None, 10),
+            "received_rate_10s": round(self.ledger.rate(None, 10, 1) + self.ledger.rate(None, 10, 2), 1),
+        }
+
+    def report(self, watermarks: dict[str, int] | None) -> dict[str, Any]:
+        summary = self.ledger.summary(watermarks)
+        modes: dict[str, dict[str, int]] = {}
+        for inst in self.collectors.values():
+            counts = modes.setdefault(inst.source, {"direct": 0, "nats": 0})
+            counts[inst.mode] += 1
+        for name, row in summary["sources"].items():
+            row["pods_by_mode"] = modes.get(name, {"direct": 0, "nats": 0})
+        summary["paused"] = self.paused
+        summary["pipeline_ready_pods"] = self.ready_pipeline
+        summary["pipeline_consumers"] = len(self.consumers)
+        summary["combined_rate_10s"] = self.ledger.rate(None, 10)
+        summary["combined_rate_1m"] = self.ledger.rate(None, 60)
+        return summary
+
+    def write_ledger(self, name: str, data: dict[str, Any]) -> Path:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        path = self.state_dir / name
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+        return path
+
+    async def snapshot_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=10)
+            except asyncio.TimeoutError:
+                self.write_ledger("ledger.json", self.report(None))
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def shutdown(self) -> Path:
+        """SIGTERM: stop emitting, let in-flight events arrive, stop pods, write the ledger."""
+        self.paused = True
+        final = await self.settle(float(self.cfg["exit_settle"]))
+        for inst in list(self.collectors.values()):
+            self._retire(inst.stop())
+        self.collectors.clear()
+        if self._stopping_tasks:
+            await asyncio.gather(*list(self._stopping_tasks), return_exceptions=True)
+        for consumer in list(self.consumers.values()):
+            await consumer.stop()
+        self.consumers.clear()
+        final = self.report(self.ledger.watermarks()) | {"settle": final["settle"]}
+        final["timeline"] = self.ledger.timeline_rows()
+        final["shutdown"] = time.time()
+        path = self.write_ledger("ledger-final.json", final)
+        log.info("final ledger written to %s: %s", path, json.dumps(final["totals"]))
+        return path
