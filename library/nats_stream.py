@@ -342,19 +342,21 @@ async def ensure_present(module: Any, api: JetStreamApi, desired: dict[str, Any]
 
 async def recreate(module: Any, api: JetStreamApi, desired: dict[str, Any], info: dict[str, Any],
                    fields: list[str]) -> dict[str, Any]:
+    """Delete and create again with the server's configuration plus the requested fields."""
     name = desired["name"]
     lost = info.get("state", {}).get("messages", 0)
+    keep = {k: v for k, v in info["config"].items() if k not in ("metadata", "consumer_limits")}
+    after = merge_config(keep, desired)
+    await check_before_change(api, after, None)
     module.warn(f"stream {name} is being deleted and recreated to change {', '.join(fields)}: "
                 f"its {lost} stored message(s) are lost")
-    await check_before_change(api, desired, None)
-    after = merge_config(STREAM_DEFAULTS, desired)
     result = {"changed": True, "operation": "recreate", "changed_fields": fields, "messages_lost": lost,
               "diff": {"before": diff_config(info["config"]), "after": diff_config(after)}}
     if module.check_mode:
         result["stream"] = {"config": after}
         return result
     await api.request(f"$JS.API.STREAM.DELETE.{name}")
-    result["stream"] = stream_view(await api.request(f"$JS.API.STREAM.CREATE.{name}", desired))
+    result["stream"] = stream_view(await api.request(f"$JS.API.STREAM.CREATE.{name}", after))
     return result
 
 

@@ -5,16 +5,23 @@ No mocks: everything here talks to the lab's real 3-node cluster.
 """
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import io
 import json
 import os
 import re
 import subprocess
+import sys
+import tempfile
 import uuid
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Optional
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO_ROOT / ".venv" / "bin"
+PLAYBOOK = Path(__file__).resolve().parent / "nats_playbooks" / "run_module.yml"
 SECRET = "tapio-lab-secret"
 AUTH = {"servers": ["nats://127.0.0.1:4222", "nats://127.0.0.1:4223", "nats://127.0.0.1:4224"],
         "user": "tapio", "password": SECRET}
@@ -39,29 +46,100 @@ def ansible_env() -> dict[str, str]:
     env = dict(os.environ)
     env.update({
         "PATH": f"{VENV_BIN}:{env.get('PATH', '')}",
-        "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json",
-        "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
-        "ANSIBLE_CALLBACKS_ENABLED": "",
         "ANSIBLE_NOCOLOR": "1",
     })
     return env
 
 
-def run_module(module: str, args: dict[str, Any], check: bool = False, diff: bool = True,
-               auth: bool = True, verbosity: int = 0) -> dict[str, Any]:
-    """Run ``ansible.legacy.<module>`` once on the lab host; return its result (with 'failed')."""
+def _load_module_code(name: str, package: str, path: Path) -> ModuleType:
+    qualified = f"{package}.{name}"
+    if qualified in sys.modules:
+        return sys.modules[qualified]
+    spec = importlib.util.spec_from_file_location(qualified, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[qualified] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_direct(module: str, args: dict[str, Any], check: bool = False, diff: bool = True,
+               auth: bool = True) -> dict[str, Any]:
+    """Run the module's real code in this process, the way Ansible hands it its arguments
+    (``ANSIBLE_MODULE_ARGS`` with ``_ansible_check_mode``/``_ansible_diff``), against the
+    real cluster. Skips only Ansible's process start-up, which costs seconds per call on
+    this 2-core machine; tests that need Ansible itself use run_adhoc/run_playbook_module."""
+    from ansible.module_utils import basic
+
+    for util in ("tapio_nats_config", "tapio_nats", "tapio_nats_probe"):
+        _load_module_code(util, "ansible.module_utils", REPO_ROOT / "module_utils" / f"{util}.py")
+    code = _load_module_code(module, "tapio_test_library", REPO_ROOT / "library" / f"{module}.py")
+    payload = {**(AUTH if auth else {}), **args, "_ansible_check_mode": check, "_ansible_diff": diff,
+               "_ansible_verbosity": 0}
+    basic._ANSIBLE_ARGS = json.dumps({"ANSIBLE_MODULE_ARGS": payload}).encode()
+    basic._ANSIBLE_PROFILE = "legacy"
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            code.main()
+    except SystemExit:
+        pass
+    finally:
+        basic._ANSIBLE_ARGS = None
+    result = json.loads(out.getvalue())
+    result.setdefault("failed", False)
+    result["_output"] = out.getvalue()
+    return result
+
+
+def run_adhoc(module: str, args: dict[str, Any], check: bool = False, auth: bool = True,
+              verbosity: int = 0) -> dict[str, Any]:
+    """Run ``ansible.legacy.<module>`` ad hoc (faster than a playbook; no diff or warnings
+    in the result). ``failed`` comes from the host's status line."""
     payload = {**(AUTH if auth else {}), **args}
     command = [str(VENV_BIN / "ansible"), "lab", "-m", f"ansible.legacy.{module}", "-a", json.dumps(payload)]
     if check:
         command.append("--check")
-    if diff:
-        command.append("--diff")
     if verbosity:
         command.append("-" + "v" * verbosity)
-    done = subprocess.run(command, cwd=REPO_ROOT, env=ansible_env(), capture_output=True, text=True, timeout=180)
-    report = json.loads(done.stdout[done.stdout.index("{"):])
-    result = report["plays"][0]["tasks"][0]["hosts"]["lab"]
-    result["_raw"] = done.stdout + done.stderr
+    done = subprocess.run(command, cwd=REPO_ROOT, env=ansible_env(), capture_output=True, text=True, timeout=300)
+    match = re.search(r"^lab \| (\S+) => ", done.stdout, re.M)
+    if not match:
+        raise RuntimeError(f"no result from ansible:\n{done.stdout}\n{done.stderr}")
+    result, _ = json.JSONDecoder().raw_decode(done.stdout, match.end())
+    result["failed"] = match.group(1).startswith(("FAILED", "UNREACHABLE"))
+    result["_output"] = done.stdout + done.stderr
+    return result
+
+
+def run_module(module: str, args: dict[str, Any], check: bool = False, diff: bool = True,
+               auth: bool = True) -> dict[str, Any]:
+    """The default way tests run a module: its real code, in process (see run_direct)."""
+    return run_direct(module, args, check=check, diff=diff, auth=auth)
+
+
+def run_playbook_module(module: str, args: dict[str, Any], check: bool = False, diff: bool = True,
+                        auth: bool = True, verbosity: int = 0) -> dict[str, Any]:
+    """Run ``ansible.legacy.<module>`` once on the lab host through a small playbook and
+    return its registered result (with ``failed``, ``diff``); ``_output`` holds everything
+    ansible-playbook printed."""
+    payload = {**(AUTH if auth else {}), **args}
+    with tempfile.TemporaryDirectory(prefix="nats-test-") as tmp:
+        extra = Path(tmp) / "vars.json"
+        result_file = Path(tmp) / "result.json"
+        extra.write_text(json.dumps({"nats_module": module, "nats_args": payload, "result_file": str(result_file)}))
+        command = [str(VENV_BIN / "ansible-playbook"), str(PLAYBOOK), "-e", f"@{extra}"]
+        if check:
+            command.append("--check")
+        if diff:
+            command.append("--diff")
+        if verbosity:
+            command.append("-" + "v" * verbosity)
+        done = subprocess.run(command, cwd=REPO_ROOT, env=ansible_env(), capture_output=True, text=True,
+                              timeout=300)
+        if not result_file.exists():
+            raise RuntimeError(f"the playbook wrote no result:\n{done.stdout}\n{done.stderr}")
+        result = json.loads(result_file.read_text())
+    result["_output"] = done.stdout + done.stderr
     return result
 
 
@@ -73,21 +151,15 @@ def natscli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 def stream_info(name: str) -> Optional[dict[str, Any]]:
     """The stream as natscli sees it, or None when it does not exist."""
-    done = natscli("stream", "info", name, "--json", check=False)
-    if done.returncode != 0:
-        if "not found" in (done.stdout + done.stderr).lower():
-            return None
-        raise RuntimeError(done.stderr)
-    return json.loads(done.stdout)
+    if name not in natscli("stream", "ls", "--names").stdout.split():
+        return None
+    return json.loads(natscli("stream", "info", name, "--json").stdout)
 
 
 def consumer_info(stream: str, name: str) -> Optional[dict[str, Any]]:
-    done = natscli("consumer", "info", stream, name, "--json", check=False)
-    if done.returncode != 0:
-        if "not found" in (done.stdout + done.stderr).lower():
-            return None
-        raise RuntimeError(done.stderr)
-    return json.loads(done.stdout)
+    if name not in consumer_names(stream):
+        return None
+    return json.loads(natscli("consumer", "info", stream, name, "--json").stdout)
 
 
 def consumer_names(stream: str) -> list[str]:

@@ -1,0 +1,121 @@
+"""nats_stream and nats_consumer against the lab's real cluster, checked with natscli.
+
+create -> re-run (no change) -> change an editable field (diff shows exactly that field)
+-> request an immutable change (clear failure, stream and its messages untouched).
+"""
+from __future__ import annotations
+
+import pytest
+
+from nats_support import (
+    changed_keys,
+    consumer_info,
+    natscli,
+    publish,
+    remove_stream,
+    run_module,
+    stream_info,
+    unique,
+)
+
+NS = 1_000_000_000
+
+
+@pytest.fixture
+def stream_name(nats_lab):
+    name = unique("stream")
+    yield name
+    remove_stream(name)
+
+
+def test_stream_lifecycle(stream_name):
+    subject = f"{stream_name}.events.>"
+    spec = {"name": stream_name, "subjects": [subject], "retention": "limits", "storage": "file", "replicas": 3,
+            "discard": "old", "max_age": "7d", "max_bytes": "256MB", "duplicate_window": "2m",
+            "compression": "s2", "description": "integration test stream"}
+
+    would = run_module("nats_stream", spec, check=True)
+    assert would["changed"] and would["operation"] == "create" and not would.get("failed")
+    assert stream_info(stream_name) is None, "check mode must not create the stream"
+
+    created = run_module("nats_stream", spec)
+    assert created["changed"] and created["operation"] == "create", created.get("msg")
+    seen = stream_info(stream_name)["config"]
+    assert seen["subjects"] == [subject] and seen["num_replicas"] == 3 and seen["storage"] == "file"
+    assert seen["max_age"] == 7 * 86400 * NS and seen["duplicate_window"] == 120 * NS
+    assert seen["compression"] == "s2" and seen["max_bytes"] == 256 * 1024 ** 2 and seen["discard"] == "old"
+
+    publish(f"{stream_name}.events.k8s", 5)
+    again = run_module("nats_stream", {**spec, "max_age": 604800, "duplicate_window": 120})
+    assert again["changed"] is False and again["operation"] == "none"
+
+    edited = run_module("nats_stream", {**spec, "max_age": "1d"})
+    assert edited["changed"] and edited["operation"] == "update" and edited["changed_fields"] == ["max_age"]
+    assert changed_keys(edited["diff"]["before"], edited["diff"]["after"]) == ["max_age"]
+    assert (edited["diff"]["before"]["max_age"], edited["diff"]["after"]["max_age"]) == ("7d", "1d")
+    assert stream_info(stream_name)["config"]["max_age"] == 86400 * NS
+
+    before = stream_info(stream_name)
+    refused = run_module("nats_stream", {**spec, "max_age": "1d", "storage": "memory"})
+    assert refused.get("failed") and not refused["changed"]
+    assert "cannot change storage" in refused["msg"]
+    assert "current 'file', requested 'memory'" in refused["msg"]
+    after = stream_info(stream_name)
+    assert after["config"] == before["config"] and after["created"] == before["created"]
+    assert after["state"]["messages"] == 5
+
+    recreated = run_module("nats_stream", {"name": stream_name, "storage": "memory", "replicas": 1,
+                                           "max_bytes": "64MB", "recreate": True})
+    assert not recreated.get("failed"), recreated.get("msg")
+    assert recreated["operation"] == "recreate" and recreated["messages_lost"] == 5
+    assert "its 5 stored message(s) are lost" in str(recreated["warnings"])
+    now = stream_info(stream_name)
+    assert now["config"]["storage"] == "memory" and now["state"]["messages"] == 0
+    assert now["config"]["subjects"] == [subject] and now["config"]["compression"] == "s2"
+
+    deleted = run_module("nats_stream", {"name": stream_name, "state": "absent"})
+    assert deleted["changed"] and deleted["operation"] == "delete"
+    assert stream_info(stream_name) is None
+    assert run_module("nats_stream", {"name": stream_name, "state": "absent"})["changed"] is False
+
+
+def test_consumer_lifecycle(stream_name):
+    run_module("nats_stream", {"name": stream_name, "subjects": [f"{stream_name}.>"], "replicas": 3})
+    publish(f"{stream_name}.a", 4)
+    spec = {"stream": stream_name, "name": "pipeline", "ack_policy": "explicit", "ack_wait": "30s",
+            "max_deliver": 5, "max_ack_pending": 1000, "filter_subject": f"{stream_name}.>", "deliver_policy": "all"}
+
+    assert run_module("nats_consumer", spec, check=True)["operation"] == "create"
+    assert consumer_info(stream_name, "pipeline") is None, "check mode must not create the consumer"
+
+    created = run_module("nats_consumer", spec)
+    assert created["changed"] and created["operation"] == "create", created.get("msg")
+    seen = consumer_info(stream_name, "pipeline")["config"]
+    assert seen["ack_policy"] == "explicit" and seen["ack_wait"] == 30 * NS and seen["max_deliver"] == 5
+    assert seen["filter_subject"] == f"{stream_name}.>" and "deliver_subject" not in seen
+
+    assert run_module("nats_consumer", {**spec, "ack_wait": 30})["changed"] is False
+
+    edited = run_module("nats_consumer", {**spec, "max_ack_pending": 50})
+    assert edited["changed"] and edited["changed_fields"] == ["max_ack_pending"]
+    assert changed_keys(edited["diff"]["before"], edited["diff"]["after"]) == ["max_ack_pending"]
+    assert consumer_info(stream_name, "pipeline")["config"]["max_ack_pending"] == 50
+
+    before = consumer_info(stream_name, "pipeline")
+    refused = run_module("nats_consumer", {**spec, "max_ack_pending": 50, "deliver_policy": "new"})
+    assert refused.get("failed") and "cannot change deliver_policy" in refused["msg"]
+    assert "current 'all', requested 'new'" in refused["msg"]
+    after = consumer_info(stream_name, "pipeline")
+    assert after["config"] == before["config"] and after["created"] == before["created"]
+    assert stream_info(stream_name)["state"]["messages"] == 4
+
+    push = {"stream": stream_name, "name": "siem", "deliver_subject": f"deliver.{stream_name}",
+            "filter_subjects": [f"{stream_name}.a", f"{stream_name}.b"], "backoff": ["5s", "30s"], "max_deliver": 4}
+    assert run_module("nats_consumer", push)["operation"] == "create"
+    assert run_module("nats_consumer", {**push, "filter_subjects": push["filter_subjects"][::-1]})["changed"] is False
+    siem = consumer_info(stream_name, "siem")["config"]
+    assert siem["deliver_subject"] == f"deliver.{stream_name}" and siem["backoff"] == [5 * NS, 30 * NS]
+
+    assert run_module("nats_consumer", {**push, "state": "absent"})["operation"] == "delete"
+    assert consumer_info(stream_name, "siem") is None
+    assert natscli("consumer", "ls", stream_name, "--names").stdout.split() == ["pipeline"]
