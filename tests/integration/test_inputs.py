@@ -1,0 +1,66 @@
+"""Bad inventory input fails in the boilerplate play, naming the problem, before any change."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+from kubernetes import client, config
+
+from conftest import REPO_ROOT, VENV_BIN, KubeLab
+
+pytestmark = pytest.mark.integration
+
+
+def run_migrate(extra_vars: dict) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "ANSIBLE_NOCOLOR": "1"}
+    return subprocess.run([str(VENV_BIN / "ansible-playbook"), "migrate.yml", "-e", json.dumps(extra_vars)],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def resource_versions(kube_lab: KubeLab, namespace: str = "tapio") -> dict[str, str]:
+    """resourceVersion of everything the migration could change in Tapio's namespace."""
+    api = config.new_client_from_config(str(kube_lab.kubeconfig), context=kube_lab.context)
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    versions = {"ns": core.read_namespace(namespace).metadata.resource_version}
+    for kind, items in (("ds", apps.list_namespaced_daemon_set(namespace).items),
+                        ("deploy", apps.list_namespaced_deployment(namespace).items),
+                        ("sts", apps.list_namespaced_stateful_set(namespace).items),
+                        ("cm", core.list_namespaced_config_map(namespace).items),
+                        ("svc", core.list_namespaced_service(namespace).items)):
+        for obj in items:
+            versions[f"{kind}/{obj.metadata.name}"] = obj.metadata.resource_version
+    assert any(key.startswith("ds/") for key in versions), "Tapio's collectors are missing from the lab"
+    return versions
+
+
+GOOD_COLLECTOR = {"name": "tapio-k8s-collector", "container": "k8s-collector", "subject_prefix": "tapio.events.k8s"}
+
+CASES = [
+    pytest.param({"tapio_namespace": "Tapio_Prod"}, "namespace=Tapio_Prod", id="namespace-not-dns-label"),
+    pytest.param({"tapio_collectors": [{**GOOD_COLLECTOR, "name": "Bad_Name"}]},
+                 "not DNS-1123 labels=['Bad_Name']", id="collector-name"),
+    pytest.param({"tapio_collectors": [{**GOOD_COLLECTOR, "subject_prefix": "tapio.events.*"}]},
+                 "no wildcards)=['tapio.events.*']", id="wildcard-subject-prefix"),
+    pytest.param({"tapio_collectors": [GOOD_COLLECTOR, GOOD_COLLECTOR]}, "collector names must be unique",
+                 id="duplicate-collectors"),
+    pytest.param({"tapio_collectors": [{"name": "x", "subject_prefix": "tapio.x"}]},
+                 "missing required arguments: container found in tapio_collectors", id="collector-without-container"),
+    pytest.param({"tapio_collectors": "tapio-k8s-collector"}, "tapio_collectors", id="collectors-not-a-list"),
+    pytest.param({"tapio_nats_servers": ["http://127.0.0.1:4222"]},
+                 "NATS servers not nats:// or tls:// URLs=['http://127.0.0.1:4222']", id="nats-url-scheme"),
+    pytest.param({"tapio_kubeconfig": "/nonexistent/kubeconfig"},
+                 "tapio_kubeconfig /nonexistent/kubeconfig does not exist", id="missing-kubeconfig"),
+]
+
+
+@pytest.mark.parametrize(("extra_vars", "message"), CASES)
+def test_bad_input_fails_before_any_change(kube_lab: KubeLab, extra_vars: dict, message: str) -> None:
+    before = resource_versions(kube_lab)
+    result = run_migrate(extra_vars)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-2000:]
+    assert message in output, output[-3000:]
+    assert "Check versions and inputs" in output
+    assert resource_versions(kube_lab) == before
