@@ -175,15 +175,18 @@ def remove_stream(name: str) -> None:
     natscli("stream", "rm", name, "--force", check=False)
 
 
-def account_snapshot(nats_lab: Any) -> dict[str, Any]:
-    """Every stream and consumer with its config and message count, from every node's /jsz
-    (an R1 stream shows only on the node that holds it)."""
+def account_snapshot(nats_lab: Any, prefix: str = "") -> dict[str, Any]:
+    """Streams named *prefix*... and their consumers with config, message count and creation
+    time, from every node's /jsz (an R1 stream shows only on the node that holds it).
+    Other engineers' tests share the account, so tests snapshot only their own names."""
     snapshot: dict[str, Any] = {}
     accounts = []
     for node in range(len(nats_lab.monitor_urls)):
         accounts += nats_lab.jsz(node, "?accounts=true&streams=true&consumers=true&config=true").get("account_details") or []
     for account in accounts:
         for stream in account.get("stream_detail") or []:
+            if not stream["name"].startswith(prefix):
+                continue
             config = {k: v for k, v in (stream.get("config") or {}).items() if k != "metadata"}
             consumers = {c["name"]: {k: v for k, v in (c.get("config") or {}).items() if k != "metadata"}
                          for c in stream.get("consumer_detail") or []}
