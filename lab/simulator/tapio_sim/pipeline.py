@@ -35,6 +35,7 @@ class PipelineConsumer:
         self.consumer = ncfg["consumer"]
         self.batch = int(ncfg["fetch_batch"])
         self.fetch_timeout = float(ncfg["fetch_timeout"])
+        self.concurrency = max(1, int(ncfg.get("fetch_concurrency", 1)))
         self.stopping = False
         self.task: asyncio.Task[None] | None = None
         self.nc: Any = None
@@ -78,17 +79,19 @@ class PipelineConsumer:
                     self.state = "waiting-for-consumer"
                     await asyncio.sleep(1.0)
                     continue
-                psub = await js.pull_subscribe_bind(durable=self.consumer, stream=self.stream)
+                psubs = [await js.pull_subscribe_bind(durable=self.consumer, stream=self.stream)
+                         for _ in range(self.concurrency)]
                 self.state = "consuming"
-                log.info("pipeline pod %s consuming %s/%s", self.pod.name, self.stream, self.consumer)
-                while not self.stopping:
-                    try:
-                        msgs = await psub.fetch(self.batch, timeout=self.fetch_timeout)
-                    except (NatsTimeoutError, asyncio.TimeoutError):
-                        continue
-                    for msg in msgs:
-                        await self._handle(msg)
-                await psub.unsubscribe()
+                log.info("pipeline pod %s consuming %s/%s (%d concurrent pulls of %d)", self.pod.name,
+                         self.stream, self.consumer, self.concurrency, self.batch)
+                try:
+                    await asyncio.gather(*(self._fetch_loop(psub) for psub in psubs))
+                finally:
+                    for psub in psubs:
+                        try:
+                            await psub.unsubscribe()
+                        except Exception:  # noqa: BLE001,S110 - connection already gone
+                            pass
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - keep the emulated pod alive, as a real one restarts
@@ -97,6 +100,17 @@ class PipelineConsumer:
                 log.warning("pipeline pod %s: %s; retrying", self.pod.name, self.last_error)
                 await asyncio.sleep(1.0)
         self.state = "stopped"
+
+    async def _fetch_loop(self, psub: Any) -> None:
+        # Several pull requests in flight hide the round trip (which grows on a loaded
+        # machine); each batch is recorded and acked before the next pull.
+        while not self.stopping:
+            try:
+                msgs = await psub.fetch(self.batch, timeout=self.fetch_timeout)
+            except (NatsTimeoutError, asyncio.TimeoutError):
+                continue
+            for msg in msgs:
+                await self._handle(msg)
 
     async def _handle(self, msg: Any) -> None:
         self.received += 1

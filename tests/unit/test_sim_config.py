@@ -1,0 +1,117 @@
+"""Pure helpers: pod readiness, env resolution, selectors, NATS URL mapping, config."""
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "lab" / "simulator"))
+
+from tapio_sim import config  # noqa: E402
+from tapio_sim.cli import build_overrides, check, parser  # noqa: E402
+from tapio_sim.kube import container_env, pod_ready, pods_of, selector_matches  # noqa: E402
+from tapio_sim.sim import map_nats_url, pipeline_wants_nats  # noqa: E402
+
+SERVERS = ["nats://127.0.0.1:4222", "nats://127.0.0.1:4223"]
+
+
+def pod(name: str = "c-1", ready: bool = True, deleting: bool = False, env: list | None = None) -> dict:
+    return {
+        "metadata": {"name": name, "uid": f"uid-{name}", "labels": {"app.kubernetes.io/name": "c"},
+                     **({"deletionTimestamp": "2026-01-01T00:00:00Z"} if deleting else {})},
+        "spec": {"nodeName": "node-1", "containers": [
+            {"name": "sidecar", "env": [{"name": "TAPIO_OUTPUT_MODE", "value": "nats"}]},
+            {"name": "collector", "env": env or [],
+             "envFrom": [{"configMapRef": {"name": "cm"}}]}]},
+        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
+    }
+
+
+def test_pod_ready() -> None:
+    assert pod_ready(pod())
+    assert not pod_ready(pod(ready=False))
+    assert not pod_ready(pod(deleting=True))
+    pending = pod()
+    pending["status"]["phase"] = "Pending"
+    assert not pod_ready(pending)
+
+
+def test_container_env_reads_only_the_named_container() -> None:
+    env = container_env(pod(env=[
+        {"name": "LOG_LEVEL", "value": "info"},
+        {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        {"name": "FROM_CM", "valueFrom": {"configMapKeyRef": {"name": "cm", "key": "k"}}},
+        {"name": "SECRET", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+    ]), "collector", {"cm": {"k": "v", "EXTRA": "1"}})
+    assert env == {"LOG_LEVEL": "info", "NODE": "node-1", "FROM_CM": "v", "SECRET": "", "k": "v", "EXTRA": "1"}
+    assert "TAPIO_OUTPUT_MODE" not in env  # the sidecar's env is not the collector's
+    assert container_env(pod(), "missing") is None
+
+
+def test_selector_matches() -> None:
+    labels = {"app": "x", "tier": "a"}
+    assert selector_matches({"matchLabels": {"app": "x"}}, labels)
+    assert not selector_matches({"matchLabels": {"app": "y"}}, labels)
+    assert selector_matches({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["a"]}]}, labels)
+    assert not selector_matches({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["a"]}]}, labels)
+    assert not selector_matches(None, labels)
+
+
+def test_pods_of() -> None:
+    views = pods_of({"matchLabels": {"app.kubernetes.io/name": "c"}}, [pod("a"), pod("b", ready=False)],
+                    "collector", {})
+    assert [(v.name, v.ready, v.node) for v in views] == [("a", True, "node-1"), ("b", False, "node-1")]
+
+
+def test_map_nats_url() -> None:
+    assert map_nats_url("nats://tapio-nats:4222", {}, SERVERS) == SERVERS
+    assert map_nats_url("nats://tapio-nats.tapio.svc:4222,nats://x:4222", {}, SERVERS) == SERVERS
+    assert map_nats_url("", {}, SERVERS) == SERVERS
+    assert map_nats_url("nats://127.0.0.1:4224", {}, SERVERS) == ["nats://127.0.0.1:4224"]
+    assert map_nats_url("nats://a:1", {"nats://a:1": "nats://127.0.0.1:9"}, SERVERS) == ["nats://127.0.0.1:9"]
+
+
+def test_pipeline_mode() -> None:
+    pcfg = config.DEFAULTS["pipeline"]
+    names = config.DEFAULTS["env"]
+    assert pipeline_wants_nats({"TAPIO_OUTPUT_MODE": "nats"}, pcfg, names)
+    assert not pipeline_wants_nats({"TAPIO_OUTPUT_MODE": "direct", "NATS_URL": "nats://x:4222"}, pcfg, names)
+    assert pipeline_wants_nats({"NATS_URL": "nats://x:4222", "CONSUME_SUBJECTS": "tapio.events.>"}, pcfg, names)
+    assert not pipeline_wants_nats({"LOG_LEVEL": "info"}, pcfg, names)
+    assert not pipeline_wants_nats({"NATS_URL": "nats://x"}, {**pcfg, "nats_url_means_nats": False}, names)
+
+
+def test_config_defaults_and_overrides(tmp_path) -> None:  # noqa: ANN001
+    cfg = config.load(None)
+    assert [c["source"] for c in cfg["collectors"]] == ["k8s-collector", "systemd-collector", "ebpf-collector"]
+    assert cfg["rate_per_pod"] * 9 >= 2000
+    assert cfg["nats"]["stream"] == "TAPIO_EVENTS" and cfg["nats"]["consumer"] == "tapio-pipeline"
+    assert cfg["env"]["mode"] == "TAPIO_OUTPUT_MODE" and cfg["http"] == {"host": "127.0.0.1", "port": 8787}
+    path = tmp_path / "sim.yml"
+    path.write_text("namespace: other\nnats: {stream: S}\ncollectors:\n  - {name: my-ds, container: my-ebpf}\n")
+    args = parser().parse_args(["run", "--port", "9999", "--mode-env", "OUT", "--consumer", "C"])
+    cfg = config.load(str(path), build_overrides(args))
+    assert cfg["namespace"] == "other" and cfg["http"]["port"] == 9999
+    assert cfg["nats"]["stream"] == "S" and cfg["nats"]["consumer"] == "C"
+    assert cfg["nats"]["servers"] == config.DEFAULTS["nats"]["servers"]  # deep merge keeps the rest
+    assert cfg["env"]["mode"] == "OUT" and cfg["env"]["nats_url"] == "NATS_URL"
+    assert cfg["collectors"] == [{"name": "my-ds", "container": "my-ebpf", "kind": "ebpf",
+                                  "source": "ebpf-collector", "subject_prefix": None}]
+    with pytest.raises(ValueError, match="loopback"):
+        config.load(None, {"http": {"host": "0.0.0.0"}})  # noqa: S104 - the point of the test
+
+
+def test_collector_flag() -> None:
+    args = parser().parse_args(["run", "--collector", "ds:cont:systemd:x.y"])
+    assert build_overrides(args)["collectors"] == [{"name": "ds", "container": "cont", "kind": "systemd",
+                                                    "subject_prefix": "x.y"}]
+
+
+def test_check_assertions() -> None:
+    report = {"sources": {"a": {"lost": 2, "lost_ids_sample": ["x"], "duplicates": 0},
+                          "b": {"lost": 0, "lost_ids_sample": [], "duplicates": 3}}}
+    assert len(check(report, True, True)) == 2
+    assert check(report, False, False) == []
+    assert check({"sources": {}}, True, False) == ["no source emitted anything"]
