@@ -63,12 +63,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def nats_server_cpu() -> float:
+    total = 0.0
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() == "nats-server":
+                total += cpu_seconds(int(comm.parent.name))
+        except (OSError, ValueError):
+            continue
+    return total
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rate", type=float, default=230.0)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--kubeconfig", default=str(REPO / ".lab" / "kubeconfig"))
     ap.add_argument("--context", default="kwok-tapio-lab")
+    ap.add_argument("--config", help="extra simulator config (YAML), e.g. fetch settings")
     args = ap.parse_args()
     tag = uuid.uuid4().hex[:8]
     ns, stream, consumer = f"sim-bench-{tag}", f"SIMBENCH_{tag.upper()}", f"bench-{tag}"
@@ -79,7 +91,7 @@ def main() -> int:
                                                             storage=StorageType.FILE, num_replicas=3, max_age=600))))
     asyncio.run(js_do(lambda js: js.add_consumer(stream, ConsumerConfig(durable_name=consumer,
                                                                         ack_policy=AckPolicy.EXPLICIT,
-                                                                        max_ack_pending=10000))))
+                                                                        max_ack_pending=1000))))
     proc = None
     port = 0
     try:
@@ -97,7 +109,8 @@ def main() -> int:
         log = open(state / "sim.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen([sys.executable, str(REPO / "lab" / "bin" / "tapio-sim"), "run", "--namespace", ns,  # noqa: S603
                                  "--stream", stream, "--consumer", consumer, "--port", str(port),
-                                 "--state-dir", str(state), "--rate", str(args.rate)], stdout=log, stderr=subprocess.STDOUT)
+                                 "--state-dir", str(state), "--rate", str(args.rate),
+                                 *(["--config", args.config] if args.config else [])], stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -111,6 +124,7 @@ def main() -> int:
             time.sleep(0.5)
         time.sleep(5)  # warm-up
         led0, cpu0, t0 = get(url + "/ledger"), cpu_seconds(proc.pid), time.monotonic()
+        ncpu0 = nats_server_cpu()
         load0 = os.getloadavg()
         samples = []
         while time.monotonic() - t0 < args.seconds:
@@ -118,14 +132,18 @@ def main() -> int:
             st = get(url + "/status")
             samples.append((st["combined_rate_10s"], st["received_rate_10s"]))
         led1, cpu1, t1 = get(url + "/ledger"), cpu_seconds(proc.pid), time.monotonic()
+        ncpu1 = nats_server_cpu()
         span = t1 - t0
         emitted = led1["totals"]["emitted"] - led0["totals"]["emitted"]
         received = led1["totals"]["received"] - led0["totals"]["received"]
         drained = get(url + "/drain?timeout=30", method="POST")
         result = {
-            "rate_per_pod": args.rate, "pods": 9, "target_combined": args.rate * 9, "seconds": round(span, 1),
+            "rate_per_pod": args.rate, "config": args.config, "pods": 9, "target_combined": args.rate * 9, "seconds": round(span, 1),
             "emitted_per_s": round(emitted / span, 1), "received_per_s": round(received / span, 1),
             "sim_cpu_percent_of_one_core": round(100 * (cpu1 - cpu0) / span, 1),
+            "nats_servers_cpu_percent_of_one_core": round(100 * (ncpu1 - ncpu0) / span, 1),
+            "acked_by_stream_per_s": round(sum(r["acked_by_stream"] for r in led1["sources"].values())
+                                           - sum(r["acked_by_stream"] for r in led0["sources"].values())) / span,
             "min_10s_emitted_rate": min(s[0] for s in samples), "min_10s_received_rate": min(s[1] for s in samples),
             "loadavg_before": load0, "loadavg_after": os.getloadavg(),
             "drained": {"complete": drained["settle"]["complete"], "totals": drained["totals"]},

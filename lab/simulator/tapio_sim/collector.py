@@ -43,8 +43,10 @@ class NatsPublisher:
         self.window = int(ncfg["publish_window"])
         self.max_backlog = int(ncfg["max_backlog"])
         self.ack_timeout = float(ncfg["ack_timeout"])
-        self.backlog: deque[tuple[int, str, bytes, str]] = deque()
-        # token (str seq) -> [seq, subject, payload, msg_id, deadline, attempts]
+        # Entries carry the ledger they were emitted into: a POST /reset starts a new ledger
+        # (new run id) while these are still in flight.
+        self.backlog: deque[tuple[int, str, bytes, str, Any]] = deque()
+        # token (str seq) -> [seq, subject, payload, msg_id, deadline, attempts, ledger]
         self.inflight: dict[str, list[Any]] = {}
         self.nc: Any = None
         self.inbox = ""
@@ -72,11 +74,11 @@ class NatsPublisher:
         self.last_error = f"{type(exc).__name__}: {exc}"
         log.warning("%s: NATS error: %s", self.name, self.last_error)
 
-    def submit(self, seq: int, subject: str, payload: bytes, msg_id: str) -> None:
+    def submit(self, seq: int, subject: str, payload: bytes, msg_id: str, ledger: Any) -> None:
         if len(self.backlog) >= self.max_backlog:
-            self.sim.ledger.drop_backpressure(self.source, seq)
+            ledger.drop_backpressure(self.source, seq)
             return
-        self.backlog.append((seq, subject, payload, msg_id))
+        self.backlog.append((seq, subject, payload, msg_id, ledger))
         self._wake.set()
 
     @property
@@ -97,9 +99,9 @@ class NatsPublisher:
             await self._wake.wait()
             self._wake.clear()
             while self.backlog and len(self.inflight) < self.window:
-                seq, subject, payload, msg_id = self.backlog.popleft()
-                token = str(seq)
-                entry = [seq, subject, payload, msg_id, time.monotonic() + self.ack_timeout, 1]
+                seq, subject, payload, msg_id, ledger = self.backlog.popleft()
+                token = f"{ledger.run_id}-{seq}"
+                entry = [seq, subject, payload, msg_id, time.monotonic() + self.ack_timeout, 1, ledger]
                 self.inflight[token] = entry
                 if not await self._send(token, entry):
                     entry[4] = time.monotonic() + 0.5  # retry soon
@@ -131,7 +133,7 @@ class NatsPublisher:
         if ok:
             del self.inflight[token]
             self.acked += 1
-            self.sim.ledger.stream_acked(self.source, duplicate)
+            entry[6].stream_acked(self.source, duplicate)
             if len(self.inflight) < self.window:
                 self._room.set()
         else:
@@ -146,7 +148,7 @@ class NatsPublisher:
                     entry[5] += 1
                     entry[4] = now + self.ack_timeout
                     self.retries += 1
-                    self.sim.ledger.source(self.source).publish_retries += 1
+                    entry[6].source(self.source).publish_retries += 1
                     if not await self._send(token, entry):
                         entry[4] = now + 0.5
 
@@ -159,10 +161,10 @@ class NatsPublisher:
             await asyncio.sleep(0.05)
         abandoned = 0
         for entry in list(self.inflight.values()):
-            self.sim.ledger.abandon(self.source, entry[0])
+            entry[6].abandon(self.source, entry[0])
             abandoned += 1
-        for seq, *_ in self.backlog:
-            self.sim.ledger.abandon(self.source, seq)
+        for seq, _subject, _payload, _msg_id, ledger in self.backlog:
+            ledger.abandon(self.source, seq)
             abandoned += 1
         if abandoned:
             log.error("%s: %d events never got a positive ack within %.0fs: recorded as abandoned (%s)",
@@ -237,7 +239,7 @@ class CollectorInstance:
             else:
                 ledger.drop_direct(self.source, seq)
             return
-        self.publisher.submit(seq, build_subject(event, self.subject_prefix), encode(event), event["id"])
+        self.publisher.submit(seq, build_subject(event, self.subject_prefix), encode(event), event["id"], ledger)
 
     async def _run(self) -> None:
         owed = 0.0
