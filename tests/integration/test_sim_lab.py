@@ -261,5 +261,10 @@ def test_direct_mode_without_pipeline_loses_events(env: Env, tmp_path: Path) -> 
         assert row["lost"] == row["dropped_direct"], row
         assert len(row["lost_ids_sample"]) > 0 and all(len(i) == 32 for i in row["lost_ids_sample"]), row
         assert row["received"] + row["lost"] == row["emitted"], row
+        # The verify-phase client fails on it, naming the source.
+        cli = subprocess.run([sys.executable, str(LAUNCHER), "ledger", "--url", sim.url, "--settle", "5",
+                              "--assert-zero-lost"], capture_output=True, text=True, timeout=60, check=False)
+        assert cli.returncode == 1, cli.stderr
+        assert "k8s-collector" in cli.stderr and "lost" in cli.stderr
     finally:
         sim.stop()
