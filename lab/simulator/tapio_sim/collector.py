@@ -137,7 +137,10 @@ class NatsPublisher:
             if len(self.inflight) < self.window:
                 self._room.set()
         else:
-            entry[4] = min(entry[4], time.monotonic() + 0.25)  # retry soon, same Nats-Msg-Id
+            # Retry with the same Nats-Msg-Id, backing off (0.25 s, 0.5 s, ... up to ack_timeout)
+            # so a missing stream does not turn into a storm of "no responders".
+            backoff = min(self.ack_timeout, 0.25 * 2 ** min(entry[5] - 1, 6))
+            entry[4] = min(entry[4], time.monotonic() + backoff)
 
     async def _retry_loop(self) -> None:
         while True:
