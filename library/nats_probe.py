@@ -88,7 +88,7 @@ options:
   window:
     description: Maximum un-acknowledged messages in flight for O(publisher=windowed).
     type: int
-    default: 2000
+    default: 500
   msg_id:
     description: Send C(Nats-Msg-Id) in throughput mode (canaries always carry it).
     type: bool
@@ -197,7 +197,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "replay_max": {"type": "int", "default": 1000},
     "expect_ids": {"type": "list", "elements": "str", "default": []},
     "publisher": {"type": "str", "choices": ["windowed", "one_at_a_time"], "default": "windowed"},
-    "window": {"type": "int", "default": 2000},
+    "window": {"type": "int", "default": 500},
     "msg_id": {"type": "bool", "default": True},
 }
 
