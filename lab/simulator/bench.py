@@ -136,6 +136,7 @@ def main() -> int:
         span = t1 - t0
         emitted = led1["totals"]["emitted"] - led0["totals"]["emitted"]
         received = led1["totals"]["received"] - led0["totals"]["received"]
+        consumers = get(url + "/status")["pipeline"]["consumers"]
         drained = get(url + "/drain?timeout=30", method="POST")
         result = {
             "rate_per_pod": args.rate, "config": args.config, "pods": 9, "target_combined": args.rate * 9, "seconds": round(span, 1),
@@ -146,6 +147,8 @@ def main() -> int:
                                            - sum(r["acked_by_stream"] for r in led0["sources"].values())) / span,
             "min_10s_emitted_rate": min(s[0] for s in samples), "min_10s_received_rate": min(s[1] for s in samples),
             "loadavg_before": load0, "loadavg_after": os.getloadavg(),
+            "pipeline_consumers": [{k: c[k] for k in ("fetches", "empty_fetches", "avg_batch", "avg_fetch_ms",
+                                                       "avg_handle_ms", "naked")} for c in consumers],
             "drained": {"complete": drained["settle"]["complete"], "totals": drained["totals"]},
         }
         print(json.dumps(result, indent=1))

@@ -60,6 +60,8 @@ DEFAULTS: dict[str, Any] = {
         "fetch_batch": 500,            # keep <= the consumer's max_ack_pending (default 1000)
         "fetch_concurrency": 1,        # pull requests in flight per pipeline pod (1 measured fastest)
         "fetch_timeout": 1.0,
+        "consume_mode": "continuous",  # continuous pulls (as nats.go Consume) | fetch (a fetch loop)
+        "pull_expires": 5.0,           # expiry of each continuous pull request
     },
     "http": {"host": "127.0.0.1", "port": 8787},
     "state_dir": str(REPO_ROOT / ".lab" / "tapio-sim"),
