@@ -224,3 +224,11 @@ def test_ack_floor_passed():
 def test_redact_url_hides_userinfo():
     nats = _load("tapio_nats")
     assert nats.redact_url("nats://u:secret@host:4222") == "nats://host:4222"
+
+
+def test_publish_frame_matches_the_nats_protocol():
+    payload = b'{"id":"x"}'
+    assert probe.publish_frame("a.b", "_INBOX.r.1", payload, None) == b"PUB a.b _INBOX.r.1 10\r\n" + payload + b"\r\n"
+    frame = probe.publish_frame("a.b", "_INBOX.r.2", payload, "abc")
+    header = b"NATS/1.0\r\nNats-Msg-Id: abc\r\n\r\n"
+    assert frame == b"HPUB a.b _INBOX.r.2 %d %d\r\n" % (len(header), len(header) + 10) + header + payload + b"\r\n"
