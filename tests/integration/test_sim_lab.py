@@ -225,6 +225,14 @@ def test_direct_to_nats_switch_loses_nothing(env: Env, tmp_path: Path) -> None:
                    {"name": "TAPIO_OUTPUT_MODE", "value": "nats"}])
         wait_for(lambda: source_row(sim.get("/ledger")).get("pods_by_mode") == {"direct": 0, "nats": 3}, 40,
                  "all 3 collector pods rolled to NATS mode")
+        # What used to lose events: the pipeline restarts (a real Deployment roll) while the
+        # collectors publish. Now the events wait in the stream for the new pipeline pod.
+        first = {c["pod"] for c in sim.get("/status")["pipeline"]["consumers"]}
+        env.apps.patch_namespaced_deployment("tapio-pipeline", env.namespace, {"spec": {"template": {"metadata": {
+            "annotations": {"tapio.io/restartedAt": str(time.time())}}}}})
+        wait_for(lambda: any(c["pod"] not in first and c["state"] == "consuming"
+                             for c in sim.get("/status")["pipeline"]["consumers"]), 30,
+                 "a new pipeline pod consuming after the roll")
         time.sleep(2)
         ledger = sim.get("/drain?timeout=20", method="POST")
         row = source_row(ledger)

@@ -149,6 +149,11 @@ class PipelineConsumer:
                         gone.set()  # consumer or stream gone: back to waiting for it
                 return
             self.outstanding = max(0, self.outstanding - 1)
+            if self.stopping:
+                # The pod is going away: hand the message straight back (not recorded), so
+                # JetStream redelivers it to another pipeline pod now, not after ack_wait.
+                await msg.nak()
+                return
             await self._handle(msg)
             if not self.stopping and self.outstanding <= self.batch // 2:
                 await pull(self.batch - self.outstanding)
@@ -169,7 +174,12 @@ class PipelineConsumer:
                     last_activity = time.monotonic()
                     await pull(self.batch)
         finally:
-            # Stop pulling; let what was already delivered be recorded and acked.
+            # Stop pulling. Messages of the pull request still open are Nak'ed as they come,
+            # until the request is used up or has expired; then drain the subscription.
+            deadline = time.monotonic() + self.pull_expires + 1
+            while (self.outstanding > 0 and not gone.is_set() and not nc.is_closed
+                   and time.monotonic() < deadline):
+                await asyncio.sleep(0.1)
             try:
                 await sub.drain()
             except Exception:  # noqa: BLE001,S110 - connection already gone
@@ -213,7 +223,7 @@ class PipelineConsumer:
         self.stopping = True
         if self.task:
             try:
-                await asyncio.wait_for(asyncio.shield(self.task), timeout=self.fetch_timeout + 10)
+                await asyncio.wait_for(asyncio.shield(self.task), timeout=max(self.fetch_timeout, self.pull_expires) + 10)
             except asyncio.TimeoutError:
                 self.task.cancel()
                 await asyncio.gather(self.task, return_exceptions=True)
