@@ -1,0 +1,148 @@
+"""Helpers for the migration phase tests (tests/integration/test_migration_*.py).
+
+Each test module works in a namespace of its own, created with the lab's pre-migration
+templates (playbooks/lab_up.yml --tags tapio) and deleted afterwards. Playbooks run through
+ansible-playbook as a user would; objects are read back with the kubernetes client. The NATS
+gates are switched off (tapio_migration_nats_checks=false): no simulator publishes for these
+namespaces, so no message would ever reach the collectors' subjects.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import subprocess
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from conftest import REPO_ROOT, VENV_BIN, KubeLab
+
+COLLECTORS = ("tapio-k8s-collector", "tapio-systemd-collector", "tapio-ebpf-collector")
+CONTAINERS = {"tapio-k8s-collector": "k8s-collector", "tapio-systemd-collector": "systemd-collector",
+              "tapio-ebpf-collector": "ebpf-collector", "tapio-pipeline": "pipeline"}
+PHASES = ["playbooks/preflight.yml", "playbooks/pipeline.yml", "playbooks/collectors.yml",
+          "playbooks/verify.yml", "playbooks/report.yml"]
+
+
+@dataclass
+class Run:
+    rc: int
+    stdout: str
+    stderr: str
+
+    def recap(self) -> dict[str, int]:
+        """Totals of the PLAY RECAP lines of every play."""
+        totals: dict[str, int] = {}
+        for line in re.findall(r"^\S+\s+:\s+(ok=.*)$", self.stdout, re.M):
+            for key, value in re.findall(r"(\w+)=(\d+)", line):
+                totals[key] = totals.get(key, 0) + int(value)
+        return totals
+
+    @property
+    def changed(self) -> int:
+        return self.recap().get("changed", -1)
+
+    def explain(self) -> str:
+        return f"rc={self.rc}\n--- stdout (tail) ---\n{self.stdout[-6000:]}\n--- stderr ---\n{self.stderr[-2000:]}"
+
+
+class MigrationLab:
+    """One test namespace with the lab's pre-migration Tapio workloads."""
+
+    def __init__(self, kube: KubeLab, namespace: str, artifacts: Path) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        self.artifacts = artifacts
+        api = config.new_client_from_config(str(kube.kubeconfig), context=kube.context)
+        self.core = client.CoreV1Api(api)
+        self.apps = client.AppsV1Api(api)
+        self.batch = client.BatchV1Api(api)
+        self.api = api
+
+    # --- running playbooks --------------------------------------------------------------------
+    def playbook(self, *playbooks: str, extra: dict[str, Any] | None = None, args: tuple[str, ...] = ()) -> Run:
+        extra_vars = {"tapio_namespace": self.namespace, "tapio_migration_nats_checks": False,
+                      "tapio_artifacts_dir": str(self.artifacts), **(extra or {})}
+        env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "ANSIBLE_NOCOLOR": "1",
+               "ANSIBLE_FORCE_COLOR": "0"}
+        proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), *playbooks, "-e", json.dumps(extra_vars), *args],
+                              cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1800)
+        return Run(proc.returncode, proc.stdout, proc.stderr)
+
+    def migrate(self, **kwargs: Any) -> Run:
+        return self.playbook(*PHASES, **kwargs)
+
+    def rollback(self, mode: str = "restore", **kwargs: Any) -> Run:
+        extra = {"tapio_rollback_mode": mode, **kwargs.pop("extra", {})}
+        return self.playbook("rollback.yml", extra=extra, **kwargs)
+
+    # --- the namespace --------------------------------------------------------------------------
+    def create(self) -> None:
+        run = self.playbook("playbooks/lab_up.yml", args=("--tags", "tapio"))
+        assert run.rc == 0, run.explain()
+        secret = client.V1Secret(metadata=client.V1ObjectMeta(name="tapio-nats-auth"), data={
+            "NATS_USER": base64.b64encode(b"tapio").decode(),
+            "NATS_PASSWORD": base64.b64encode(b"tapio-lab-secret").decode()})
+        self.core.create_namespaced_secret(self.namespace, secret)
+
+    def delete(self) -> None:
+        try:
+            self.core.delete_namespace(self.namespace)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    # --- reading objects ------------------------------------------------------------------------
+    def daemonset(self, name: str) -> dict[str, Any]:
+        return self.api.sanitize_for_serialization(self.apps.read_namespaced_daemon_set(name, self.namespace))
+
+    def deployment(self, name: str = "tapio-pipeline") -> dict[str, Any]:
+        return self.api.sanitize_for_serialization(self.apps.read_namespaced_deployment(name, self.namespace))
+
+    def workload(self, name: str) -> dict[str, Any]:
+        return self.deployment(name) if name == "tapio-pipeline" else self.daemonset(name)
+
+    def env(self, name: str) -> dict[str, Any]:
+        """The owned container's env as name -> value or valueFrom."""
+        containers = self.workload(name)["spec"]["template"]["spec"]["containers"]
+        container = next(c for c in containers if c["name"] == CONTAINERS[name])
+        return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+    def state_configmap(self) -> dict[str, str] | None:
+        try:
+            return self.core.read_namespaced_config_map("tapio-migration-state", self.namespace).data
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def record(self, kind: str, name: str) -> dict[str, Any]:
+        data = self.state_configmap() or {}
+        return json.loads(data[f"{kind.lower()}.{name}.json"])
+
+    def resource_versions(self) -> dict[str, str]:
+        versions: dict[str, str] = {}
+        for kind, items in (("ds", self.apps.list_namespaced_daemon_set(self.namespace).items),
+                            ("deploy", self.apps.list_namespaced_deployment(self.namespace).items),
+                            ("rs", self.apps.list_namespaced_replica_set(self.namespace).items),
+                            ("cm", self.core.list_namespaced_config_map(self.namespace).items),
+                            ("secret", self.core.list_namespaced_secret(self.namespace).items),
+                            ("job", self.batch.list_namespaced_job(self.namespace).items)):
+            for obj in items:
+                versions[f"{kind}/{obj.metadata.name}"] = obj.metadata.resource_version
+        return versions
+
+
+def make_lab(kube: KubeLab, prefix: str, tmp: Path) -> Iterator[MigrationLab]:
+    lab = MigrationLab(kube, f"mig-{prefix}-{uuid.uuid4().hex[:6]}", tmp)
+    lab.create()
+    try:
+        yield lab
+    finally:
+        lab.delete()

@@ -1,0 +1,139 @@
+"""The migration's life cycle in a namespace of its own, step by step (the steps share the
+namespace and run in file order): migrate, migrate again, rollback restore, rollback again,
+migrate again, rollback switch."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from conftest import KubeLab
+from migration_lab import COLLECTORS, MigrationLab, make_lab
+
+pytestmark = pytest.mark.integration
+
+SECRET_REF = {"secret_key_ref": {"key": "NATS_PASSWORD", "name": "tapio-nats-auth"}}
+
+
+@pytest.fixture(scope="module")
+def lab(kube_lab: KubeLab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MigrationLab]:
+    yield from make_lab(kube_lab, "life", tmp_path_factory.mktemp("artifacts"))
+
+
+@pytest.fixture(scope="module")
+def originals(lab: MigrationLab) -> dict[str, dict]:
+    """The workloads as the lab created them, before any phase ran."""
+    return {name: lab.workload(name) for name in (*COLLECTORS, "tapio-pipeline")}
+
+
+def test_migrate_puts_pipeline_and_collectors_on_nats(lab: MigrationLab, originals: dict[str, dict]) -> None:
+    run = lab.migrate()
+    assert run.rc == 0, run.explain()
+    pipeline = lab.env("tapio-pipeline")
+    assert pipeline["TAPIO_OUTPUT_MODE"] == "nats"
+    assert pipeline["NATS_URL"] == "nats://tapio-nats:4222"
+    assert pipeline["CONSUME_SUBJECTS"] == "tapio.events.>"
+    for name, prefix in zip(COLLECTORS, ("tapio.events.k8s", "tapio.events.systemd", "tapio.events.ebpf")):
+        env = lab.env(name)
+        assert env["TAPIO_OUTPUT_MODE"] == "nats", name
+        assert env["NATS_URL"] == "nats://tapio-nats:4222", name
+        assert env["NATS_SUBJECT_PREFIX"] == prefix, name
+        assert env["LOG_LEVEL"] == "info", name
+        # credentials by reference only; the direct-mode address is kept for the way back
+        assert env["NATS_PASSWORD"] == {"secretKeyRef": {"key": "NATS_PASSWORD", "name": "tapio-nats-auth"}}, name
+        assert env["NATS_USER"] == {"secretKeyRef": {"key": "NATS_USER", "name": "tapio-nats-auth"}}, name
+        assert "TAPIO_SERVER_ADDRESS" in env, name
+
+
+def test_migrate_keeps_sidecar_value_from_env_from_volumes_and_annotations(lab: MigrationLab,
+                                                                           originals: dict[str, dict]) -> None:
+    before, after = originals["tapio-ebpf-collector"], lab.daemonset("tapio-ebpf-collector")
+    assert after["metadata"]["annotations"]["tapio.io/owner"] == "platform-team"
+    assert after["metadata"]["labels"] == before["metadata"]["labels"]
+    assert after["spec"]["template"]["metadata"] == before["spec"]["template"]["metadata"]
+    assert after["spec"]["template"]["spec"]["volumes"] == before["spec"]["template"]["spec"]["volumes"]
+    old, new = (dict((c["name"], c) for c in obj["spec"]["template"]["spec"]["containers"]) for obj in (before, after))
+    assert new["log-shipper"] == old["log-shipper"]
+    assert new["ebpf-collector"]["envFrom"] == old["ebpf-collector"]["envFrom"]
+    assert new["ebpf-collector"]["volumeMounts"] == old["ebpf-collector"]["volumeMounts"]
+    node_name = {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "spec.nodeName"}}}
+    assert node_name in new["ebpf-collector"]["env"]
+    # only the owned env entries differ
+    untouched = [e for e in old["ebpf-collector"]["env"] if e["name"] != "LOG_LEVEL"]
+    assert all(e in new["ebpf-collector"]["env"] for e in untouched)
+
+
+def test_state_is_recorded_in_the_cluster_and_as_artifacts(lab: MigrationLab, originals: dict[str, dict]) -> None:
+    for name in (*COLLECTORS, "tapio-pipeline"):
+        kind = "Deployment" if name == "tapio-pipeline" else "DaemonSet"
+        record = lab.record(kind, name)
+        assert record["spec"] == originals[name]["spec"], name
+        local = json.loads((lab.artifacts / "state" / lab.namespace / f"{kind.lower()}-{name}.json").read_text())
+        assert local == record, name
+    configmap = lab.core.read_namespaced_config_map("tapio-migration-state", lab.namespace)
+    assert configmap.metadata.labels["app.kubernetes.io/managed-by"] == "tapio-nats-migration"
+
+
+def test_report_lists_every_changed_object_with_before_and_after(lab: MigrationLab) -> None:
+    report = json.loads((lab.artifacts / "report" / lab.namespace / "report.json").read_text())
+    assert sorted(report["changed"]) == sorted([*COLLECTORS, "tapio-pipeline"])
+    ebpf = next(w for w in report["workloads"] if w["name"] == "tapio-ebpf-collector")
+    assert {e["name"] for e in ebpf["env_added"]} >= {"TAPIO_OUTPUT_MODE", "NATS_URL", "NATS_SUBJECT_PREFIX"}
+    assert ebpf["other_containers_unchanged"] and ebpf["volumes_unchanged"]
+    assert ebpf["before"]["spec"]["template"]["spec"]["containers"][0]["env"][0]["name"] == "TAPIO_SERVER_ADDRESS"
+    assert (lab.artifacts / "report" / lab.namespace / "report.md").read_text().count("| DaemonSet/") == 3
+
+
+def test_migrate_again_changes_nothing(lab: MigrationLab) -> None:
+    versions = lab.resource_versions()
+    run = lab.migrate()
+    assert run.rc == 0, run.explain()
+    assert run.changed == 0, run.explain()
+    assert lab.resource_versions() == versions
+
+
+def test_rerun_never_overwrites_the_original_record(lab: MigrationLab, originals: dict[str, dict]) -> None:
+    assert lab.record("DaemonSet", "tapio-k8s-collector")["spec"] == originals["tapio-k8s-collector"]["spec"]
+    assert "TAPIO_OUTPUT_MODE" not in json.dumps(lab.record("Deployment", "tapio-pipeline"))
+
+
+def test_rollback_restore_returns_the_recorded_pod_templates(lab: MigrationLab, originals: dict[str, dict]) -> None:
+    run = lab.rollback("restore")
+    assert run.rc == 0, run.explain()
+    for name, original in originals.items():
+        live = lab.workload(name)
+        assert live["spec"]["template"] == original["spec"]["template"], name
+        assert live["spec"] == original["spec"], name
+        assert live["metadata"].get("annotations", {}).get("tapio.io/owner") == \
+            original["metadata"].get("annotations", {}).get("tapio.io/owner")
+    verify = lab.playbook("playbooks/verify.yml", extra={"tapio_verify_mode": "direct"})
+    assert verify.rc == 0, verify.explain()
+
+
+def test_rollback_again_changes_nothing(lab: MigrationLab) -> None:
+    versions = lab.resource_versions()
+    run = lab.rollback("restore")
+    assert run.rc == 0, run.explain()
+    assert run.changed == 0, run.explain()
+    assert lab.resource_versions() == versions
+
+
+def test_migrate_again_after_rollback_works(lab: MigrationLab) -> None:
+    run = lab.migrate()
+    assert run.rc == 0, run.explain()
+    assert all(lab.env(name)["TAPIO_OUTPUT_MODE"] == "nats" for name in (*COLLECTORS, "tapio-pipeline"))
+
+
+def test_rollback_switch_flips_only_the_mode(lab: MigrationLab) -> None:
+    before = {name: lab.env(name) for name in (*COLLECTORS, "tapio-pipeline")}
+    run = lab.rollback("switch")
+    assert run.rc == 0, run.explain()
+    for name, env in before.items():
+        after = lab.env(name)
+        assert after["TAPIO_OUTPUT_MODE"] == "direct", name
+        assert {k: v for k, v in after.items() if k != "TAPIO_OUTPUT_MODE"} == \
+            {k: v for k, v in env.items() if k != "TAPIO_OUTPUT_MODE"}, name
+    again = lab.rollback("switch")
+    assert again.rc == 0 and again.changed == 0, again.explain()
