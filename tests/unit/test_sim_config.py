@@ -115,3 +115,12 @@ def test_check_assertions() -> None:
     assert len(check(report, True, True)) == 2
     assert check(report, False, False) == []
     assert check({"sources": {}}, True, False) == ["no source emitted anything"]
+
+
+def test_example_config_lists_the_defaults() -> None:
+    import yaml
+
+    example = yaml.safe_load((REPO_ROOT / "lab" / "simulator" / "config.example.yml").read_text())
+    defaults = {k: v for k, v in config.DEFAULTS.items() if k not in ("kubeconfig", "state_dir")}
+    assert example == defaults
+    assert config.load(str(REPO_ROOT / "lab" / "simulator" / "config.example.yml")) == config.load(None)
