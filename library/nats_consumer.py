@@ -189,6 +189,7 @@ from typing import Any, Optional
 from ansible.module_utils.tapio_nats import (
     JetStreamApi,
     NatsModuleError,
+    exit_with_result,
     nats_module,
     run_with_connection,
 )
@@ -229,20 +230,15 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "recreate": {"type": "bool", "default": False},
 }
 
-_VOLATILE = ("delivered", "ack_floor", "num_ack_pending", "num_redelivered", "num_waiting", "num_pending",
-             "cluster", "created", "config", "stream_name", "name", "ts", "paused", "priority_groups")
+_CONSUMER_KEYS = ("delivered", "ack_floor", "num_ack_pending", "num_redelivered", "num_waiting", "num_pending",
+             "cluster", "created", "config", "stream_name", "name", "paused", "priority_groups")
 
 
 def consumer_view(info: Optional[dict[str, Any]]) -> dict[str, Any]:
+    """The parts of a consumer info answer the module returns."""
     if not info:
         return {}
-    return {k: info[k] for k in _VOLATILE if k in info and k != "ts"}
-
-
-def diff_config(config: Optional[dict[str, Any]]) -> dict[str, Any]:
-    if not config:
-        return {}
-    return readable({k: v for k, v in config.items() if k != "metadata"})
+    return {k: info[k] for k in _CONSUMER_KEYS if k in info}
 
 
 async def write_consumer(api: JetStreamApi, stream: str, config: dict[str, Any], action: str) -> dict[str, Any]:
@@ -272,13 +268,13 @@ async def ensure_present(module: Any, api: JetStreamApi, stream: str, desired: d
             result["consumer"] = {"config": merge_config(CONSUMER_DEFAULTS, desired)}
         else:
             result["consumer"] = consumer_view(await write_consumer(api, stream, desired, "create"))
-        result["diff"] = {"before": {}, "after": diff_config(result["consumer"]["config"])}
+        result["diff"] = {"before": {}, "after": readable(result["consumer"]["config"])}
         return result
     current = info["config"]
     fields = changed_fields({k: v for k, v in desired.items() if k != "name"}, current, CONSUMER_DEFAULTS)
     if not fields:
         return {"changed": False, "operation": "none", "changed_fields": [], "consumer": consumer_view(info),
-                "diff": {"before": diff_config(current), "after": diff_config(current)}}
+                "diff": {"before": readable(current), "after": readable(current)}}
     frozen = consumer_immutable_changes({k: desired[k] for k in fields}, current)
     after = merge_config(current, desired)
     if frozen and not module.params["recreate"]:
@@ -289,7 +285,7 @@ async def ensure_present(module: Any, api: JetStreamApi, stream: str, desired: d
             "state are lost).", {"consumer": consumer_view(info), "changed": False})
     operation = "recreate" if frozen else "update"
     result = {"changed": True, "operation": operation, "changed_fields": fields,
-              "diff": {"before": diff_config(current), "after": diff_config(after)}}
+              "diff": {"before": readable(current), "after": readable(after)}}
     if frozen:
         module.warn(f"consumer {name} on {stream} is being deleted and recreated to change {', '.join(fields)}: "
                     f"{info.get('num_ack_pending', 0)} unacknowledged deliveries and its ack floor are lost")
@@ -314,7 +310,7 @@ async def ensure_absent(module: Any, api: JetStreamApi, stream: str, name: str) 
     if not module.check_mode:
         await api.request(f"$JS.API.CONSUMER.DELETE.{stream}.{name}")
     return {"changed": True, "operation": "delete", "changed_fields": [], "consumer": {},
-            "diff": {"before": diff_config(info["config"]), "after": {}}}
+            "diff": {"before": readable(info["config"]), "after": {}}}
 
 
 def main() -> None:
@@ -331,10 +327,7 @@ def main() -> None:
             return await ensure_absent(module, api, params["stream"], params["name"])
         return await ensure_present(module, api, params["stream"], desired)
 
-    result = run_with_connection(module, handler)
-    if not module._diff:
-        result.pop("diff", None)
-    module.exit_json(**result)
+    exit_with_result(module, run_with_connection(module, handler))
 
 
 if __name__ == "__main__":

@@ -223,6 +223,7 @@ from typing import Any, Optional
 from ansible.module_utils.tapio_nats import (
     JetStreamApi,
     NatsModuleError,
+    exit_with_result,
     nats_module,
     run_with_connection,
 )
@@ -278,13 +279,6 @@ def stream_view(info: Optional[dict[str, Any]]) -> dict[str, Any]:
     return {key: info[key] for key in ("config", "state", "cluster", "created") if key in info}
 
 
-def diff_config(config: Optional[dict[str, Any]]) -> dict[str, Any]:
-    """A configuration for the diff: server bookkeeping dropped, durations readable."""
-    if not config:
-        return {}
-    return readable({k: v for k, v in config.items() if k not in ("metadata", "consumer_limits")})
-
-
 def immutable_message(name: str, problems: list[tuple[str, Any, Any]]) -> str:
     details = "; ".join(f"{field}: current {current!r}, requested {wanted!r}" for field, current, wanted in problems)
     return (f"stream {name}: cannot change {', '.join(p[0] for p in problems)} on an existing stream ({details}). "
@@ -317,13 +311,13 @@ async def ensure_present(module: Any, api: JetStreamApi, desired: dict[str, Any]
             result["stream"] = stream_view(await api.request(f"$JS.API.STREAM.CREATE.{name}", desired))
         else:
             result["stream"] = {"config": after}
-        result["diff"] = {"before": {}, "after": diff_config(result["stream"]["config"])}
+        result["diff"] = {"before": {}, "after": readable(result["stream"]["config"])}
         return result
 
     fields = changed_fields(desired, current, STREAM_DEFAULTS)
     if not fields:
         return {"changed": False, "operation": "none", "changed_fields": [], "stream": stream_view(info),
-                "diff": {"before": diff_config(current), "after": diff_config(current)}}
+                "diff": {"before": readable(current), "after": readable(current)}}
     frozen = stream_immutable_changes({k: desired[k] for k in fields}, current)
     if frozen and not module.params["recreate"]:
         raise NatsModuleError(immutable_message(name, frozen), {"stream": stream_view(info), "changed": False})
@@ -332,7 +326,7 @@ async def ensure_present(module: Any, api: JetStreamApi, desired: dict[str, Any]
     await check_before_change(api, desired, current)
     after = merge_config(current, desired)
     result = {"changed": True, "operation": "update", "changed_fields": fields,
-              "diff": {"before": diff_config(current), "after": diff_config(after)}}
+              "diff": {"before": readable(current), "after": readable(after)}}
     if module.check_mode:
         result["stream"] = {**stream_view(info), "config": after}
     else:
@@ -351,7 +345,7 @@ async def recreate(module: Any, api: JetStreamApi, desired: dict[str, Any], info
     module.warn(f"stream {name} is being deleted and recreated to change {', '.join(fields)}: "
                 f"its {lost} stored message(s) are lost")
     result = {"changed": True, "operation": "recreate", "changed_fields": fields, "messages_lost": lost,
-              "diff": {"before": diff_config(info["config"]), "after": diff_config(after)}}
+              "diff": {"before": readable(info["config"]), "after": readable(after)}}
     if module.check_mode:
         result["stream"] = {"config": after}
         return result
@@ -368,7 +362,7 @@ async def ensure_absent(module: Any, api: JetStreamApi, name: str) -> dict[str, 
     if not module.check_mode:
         await api.request(f"$JS.API.STREAM.DELETE.{name}")
     return {"changed": True, "operation": "delete", "changed_fields": [], "stream": {},
-            "diff": {"before": diff_config(info["config"]), "after": {}}}
+            "diff": {"before": readable(info["config"]), "after": {}}}
 
 
 def main() -> None:
@@ -385,10 +379,7 @@ def main() -> None:
             return await ensure_absent(module, api, params["name"])
         return await ensure_present(module, api, desired)
 
-    result = run_with_connection(module, handler)
-    if not module._diff:
-        result.pop("diff", None)
-    module.exit_json(**result)
+    exit_with_result(module, run_with_connection(module, handler))
 
 
 if __name__ == "__main__":

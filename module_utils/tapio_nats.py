@@ -207,15 +207,19 @@ class JetStreamApi:
                 return None
             raise
 
-    async def streams(self) -> list[dict[str, Any]]:
-        """Every stream's info in the account (the API pages by offset)."""
+    async def paged(self, subject: str, key: str) -> list[dict[str, Any]]:
+        """All items of a listing API, which pages by offset."""
         found: list[dict[str, Any]] = []
         while True:
-            page = await self.request("$JS.API.STREAM.LIST", {"offset": len(found)})
-            batch = page.get("streams") or []
+            page = await self.request(subject, {"offset": len(found)})
+            batch = page.get(key) or []
             found.extend(batch)
             if not batch or len(found) >= int(page.get("total", 0)):
                 return found
+
+    async def streams(self) -> list[dict[str, Any]]:
+        """Every stream's info in the account."""
+        return await self.paged("$JS.API.STREAM.LIST", "streams")
 
     async def consumer_info(self, stream: str, name: str) -> Optional[dict[str, Any]]:
         try:
@@ -226,13 +230,8 @@ class JetStreamApi:
             raise
 
     async def consumers(self, stream: str) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = []
-        while True:
-            page = await self.request(f"$JS.API.CONSUMER.LIST.{stream}", {"offset": len(found)})
-            batch = page.get("consumers") or []
-            found.extend(batch)
-            if not batch or len(found) >= int(page.get("total", 0)):
-                return found
+        """Every consumer's info on *stream*."""
+        return await self.paged(f"$JS.API.CONSUMER.LIST.{stream}", "consumers")
 
     def cluster_size(self) -> int:
         """JetStream peers as the connected server announces them (1 without a cluster)."""
@@ -243,6 +242,13 @@ class JetStreamApi:
 
     def max_payload(self) -> int:
         return int(getattr(self.nc, "max_payload", 0) or 0)
+
+
+def exit_with_result(module: AnsibleModule, result: dict[str, Any]) -> None:
+    """exit_json with ``diff`` kept only in diff mode (house rule)."""
+    if not module._diff:
+        result.pop("diff", None)
+    module.exit_json(**result)
 
 
 Handler = Callable[[Any, JetStreamApi], Awaitable[dict[str, Any]]]

@@ -215,9 +215,11 @@ def describe_value(field: str, value: Any) -> Any:
     return value
 
 
-def readable(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A configuration with durations rendered, for diffs and messages."""
-    return {k: describe_value(k, v) for k, v in sorted(config.items())}
+def readable(config: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+    """A configuration for diffs and messages: durations rendered, server bookkeeping
+    (``metadata``, ``consumer_limits``) left out."""
+    return {k: describe_value(k, v) for k, v in sorted((config or {}).items())
+            if k not in ("metadata", "consumer_limits")}
 
 
 DURATION_FIELDS = frozenset({"max_age", "duplicate_window", "ack_wait", "idle_heartbeat", "inactive_threshold"})
