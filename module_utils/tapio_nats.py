@@ -199,13 +199,17 @@ class JetStreamApi:
     async def account_info(self) -> dict[str, Any]:
         return await self.request("$JS.API.INFO")
 
-    async def stream_info(self, name: str) -> Optional[dict[str, Any]]:
+    async def request_or_none(self, subject: str, not_found: int) -> Optional[dict[str, Any]]:
+        """The answer, or None when the server says the object does not exist."""
         try:
-            return await self.request(f"$JS.API.STREAM.INFO.{name}")
+            return await self.request(subject)
         except JetStreamApiError as error:
-            if error.err_code == STREAM_NOT_FOUND:
+            if error.err_code == not_found:
                 return None
             raise
+
+    async def stream_info(self, name: str) -> Optional[dict[str, Any]]:
+        return await self.request_or_none(f"$JS.API.STREAM.INFO.{name}", STREAM_NOT_FOUND)
 
     async def paged(self, subject: str, key: str) -> list[dict[str, Any]]:
         """All items of a listing API, which pages by offset."""
@@ -222,12 +226,7 @@ class JetStreamApi:
         return await self.paged("$JS.API.STREAM.LIST", "streams")
 
     async def consumer_info(self, stream: str, name: str) -> Optional[dict[str, Any]]:
-        try:
-            return await self.request(f"$JS.API.CONSUMER.INFO.{stream}.{name}")
-        except JetStreamApiError as error:
-            if error.err_code == CONSUMER_NOT_FOUND:
-                return None
-            raise
+        return await self.request_or_none(f"$JS.API.CONSUMER.INFO.{stream}.{name}", CONSUMER_NOT_FOUND)
 
     async def consumers(self, stream: str) -> list[dict[str, Any]]:
         """Every consumer's info on *stream*."""
