@@ -9,6 +9,7 @@ failure path, so the shared lab is never stopped.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import re
@@ -152,27 +153,28 @@ def resource_versions(api: client.ApiClient, namespace: str) -> dict[str, str]:
     }
 
 
-def crd_exists(api: client.ApiClient, name: str) -> bool:
+def exists(read: Callable[[str], Any], name: str) -> bool:
     try:
-        client.ApiextensionsV1Api(api).read_custom_resource_definition(name)
+        read(name)
     except ApiException as exc:
         if exc.status == 404:
             return False
         raise
     return True
+
+
+def crd_exists(api: client.ApiClient, name: str) -> bool:
+    return exists(client.ApiextensionsV1Api(api).read_custom_resource_definition, name)
 
 
 def namespace_exists(api: client.ApiClient, name: str) -> bool:
-    try:
-        client.CoreV1Api(api).read_namespace(name)
-    except ApiException as exc:
-        if exc.status == 404:
-            return False
-        raise
-    return True
+    return exists(client.CoreV1Api(api).read_namespace, name)
 
 
 def delete_namespace(api: client.ApiClient, name: str) -> None:
+    # The pods' 60s grace period (longer than lame duck) is for real servers; these are fake.
+    if namespace_exists(api, name):
+        client.CoreV1Api(api).delete_collection_namespaced_pod(name, grace_period_seconds=0)
     try:
         client.CoreV1Api(api).delete_namespace(name)
     except ApiException as exc:
@@ -238,6 +240,20 @@ def deployed(api: client.ApiClient, nats_lab: NatsLab, podmonitor_crd_absent_at_
     finally:
         delete_namespace(api, NS)
         next(volumes, None)
+
+
+@pytest.fixture(scope="module")
+def podmonitor_crd(api: client.ApiClient, podmonitor_crd_absent_at_start: bool) -> Iterator[None]:
+    """The Prometheus Operator's PodMonitor CRD, created for this module if it was absent."""
+    ext = client.ApiextensionsV1Api(api)
+    if podmonitor_crd_absent_at_start:
+        ext.create_custom_resource_definition(_podmonitor_crd())
+    wait_for(lambda: any(c.type == "Established" and c.status == "True"
+                         for c in ext.read_custom_resource_definition(PODMONITOR_CRD).status.conditions or []),
+             60, "the PodMonitor CRD to be established")
+    yield
+    if podmonitor_crd_absent_at_start:
+        ignore_404(ext.delete_custom_resource_definition, PODMONITOR_CRD)
 
 
 @pytest.fixture(scope="module")
@@ -318,7 +334,7 @@ def test_nats_conf_in_the_configmap_is_accepted_by_nats_server(api: client.ApiCl
     path = tmp_path / "nats.conf"
     path.write_text(conf)
     # As the pod runs it: POD_NAME from the downward API, NATS_PASSWORD from the Secret.
-    password = __import__("base64").b64decode(secret.data["NATS_PASSWORD"]).decode()
+    password = base64.b64decode(secret.data["NATS_PASSWORD"]).decode()
     env = {"PATH": os.environ["PATH"], "POD_NAME": f"{NAME}-0", "NATS_PASSWORD": password}
     ok = subprocess.run([str(NATS_SERVER), "-t", "-c", str(path)], env=env, capture_output=True, text=True,
                         check=False)
@@ -330,11 +346,65 @@ def test_nats_conf_in_the_configmap_is_accepted_by_nats_server(api: client.ApiCl
     assert "POD_NAME" in missing.stdout + missing.stderr
 
 
-def test_rerun_changes_nothing(api: client.ApiClient, deployed: Run) -> None:
+def test_nats_conf_with_tls_and_without_jetstream_is_accepted_by_nats_server(tmp_path: Path) -> None:
+    """The optional parts of the render (client TLS with verification, no JetStream, no
+    auth) also pass the real server's check, with real certificate files."""
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    openssl = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+    subprocess.run([*openssl, "-keyout", str(certs / "ca.key"), "-out", str(certs / "ca.crt"),
+                    "-subj", "/CN=tapio-test-ca"], check=True, capture_output=True)
+    subprocess.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(certs / "tls.key"),
+                    "-out", str(certs / "tls.csr"), "-subj", f"/CN={NAME}"], check=True, capture_output=True)
+    subprocess.run(["openssl", "x509", "-req", "-in", str(certs / "tls.csr"), "-CA", str(certs / "ca.crt"),
+                    "-CAkey", str(certs / "ca.key"), "-CAcreateserial", "-days", "1", "-out", str(certs / "tls.crt")],
+                   check=True, capture_output=True)
+    variants = {
+        "tls": {"nats_cluster_tls_enabled": True, "nats_cluster_tls_verify": True,
+                "nats_cluster_tls_mount_path": str(certs)},
+        "core": {"nats_cluster_jetstream_enabled": False, "nats_cluster_auth_enabled": False},
+    }
+    for name, settings in variants.items():
+        dest = tmp_path / f"{name}.conf"
+        run = playbook(HERE / "render_conf.yml", extra={**settings, "render_conf_dest": str(dest)})
+        assert run.rc == 0, run.out[-3000:]
+        env = {"PATH": os.environ["PATH"], "POD_NAME": f"{NAME}-1", "NATS_PASSWORD": "x"}
+        check = subprocess.run([str(NATS_SERVER), "-t", "-c", str(dest)], env=env, capture_output=True, text=True,
+                               check=False)
+        assert check.returncode == 0, f"{name}: {check.stdout}{check.stderr}\n{dest.read_text()}"
+        text = dest.read_text()
+        if name == "tls":
+            assert f'ca_file: "{certs}/ca.crt"' in text and "verify: true" in text
+        else:
+            assert "jetstream {" not in text and "authorization {" not in text
+
+
+def test_podmonitor_is_skipped_without_its_crd(deployed: Run, podmonitor_crd_absent_at_start: bool) -> None:
+    if not podmonitor_crd_absent_at_start:
+        pytest.skip("the PodMonitor CRD already existed in the lab before this module ran")
+    assert "PodMonitor skipped: the CRD podmonitors.monitoring.coreos.com is not installed" in deployed.out
+
+
+def test_podmonitor_is_applied_when_its_crd_exists(api: client.ApiClient, deployed: Run,
+                                                   podmonitor_crd: None) -> None:
+    run = nats_playbook(NS, "--tags", "nats_monitoring")
+    assert run.rc == 0, run.out[-4000:]
+    pm = client.CustomObjectsApi(api).get_namespaced_custom_object(
+        "monitoring.coreos.com", "v1", NS, "podmonitors", NAME)
+    sts = client.AppsV1Api(api).read_namespaced_stateful_set(NAME, NS)
+    assert pm["spec"]["selector"]["matchLabels"] == sts.spec.selector.match_labels
+    assert pm["spec"]["podMetricsEndpoints"][0]["port"] == "prom-metrics"
+
+
+def test_rerun_changes_nothing(api: client.ApiClient, deployed: Run, podmonitor_crd: None) -> None:
+    """A second run (with the PodMonitor applied by now) changes nothing."""
     before = resource_versions(api, NS)
+    before["podmonitor"] = client.CustomObjectsApi(api).get_namespaced_custom_object(
+        "monitoring.coreos.com", "v1", NS, "podmonitors", NAME)["metadata"]["resourceVersion"]
     run = nats_playbook(NS)
     assert run.rc == 0, run.out[-4000:]
     assert run.recap["changed"] == 0, run.out[-6000:]
+    before.pop("podmonitor")
     assert resource_versions(api, NS) == before
 
 
@@ -381,35 +451,6 @@ def test_exporter_sidecar_serves_jetstream_metrics(api: client.ApiClient, deploy
     assert [(p.name, p.container_port) for p in exporter.ports] == [("prom-metrics", 7777)]
     assert "-jsz=all" in exporter.args and "-healthz" in exporter.args and "-routez" in exporter.args
     assert exporter.args[-1] == "http://localhost:8222"
-
-
-def test_podmonitor_is_skipped_without_its_crd(deployed: Run, podmonitor_crd_absent_at_start: bool) -> None:
-    if not podmonitor_crd_absent_at_start:
-        pytest.skip("the PodMonitor CRD already existed in the lab before this module ran")
-    assert "PodMonitor skipped: the CRD podmonitors.monitoring.coreos.com is not installed" in deployed.out
-
-
-def test_podmonitor_is_applied_when_its_crd_exists(api: client.ApiClient, deployed: Run,
-                                                   podmonitor_crd_absent_at_start: bool) -> None:
-    ext = client.ApiextensionsV1Api(api)
-    if podmonitor_crd_absent_at_start:
-        ext.create_custom_resource_definition(_podmonitor_crd())
-    try:
-        wait_for(lambda: any(c.type == "Established" and c.status == "True"
-                             for c in ext.read_custom_resource_definition(PODMONITOR_CRD).status.conditions or []),
-                 60, "the PodMonitor CRD to be established")
-        run = nats_playbook(NS, "--tags", "nats_monitoring")
-        assert run.rc == 0, run.out[-4000:]
-        pm = client.CustomObjectsApi(api).get_namespaced_custom_object(
-            "monitoring.coreos.com", "v1", NS, "podmonitors", NAME)
-        sts = client.AppsV1Api(api).read_namespaced_stateful_set(NAME, NS)
-        assert pm["spec"]["selector"]["matchLabels"] == sts.spec.selector.match_labels
-        assert pm["spec"]["podMetricsEndpoints"][0]["port"] == "prom-metrics"
-        again = nats_playbook(NS, "--tags", "nats_monitoring")
-        assert again.rc == 0 and again.recap["changed"] == 0, again.out[-4000:]
-    finally:
-        if podmonitor_crd_absent_at_start:
-            ignore_404(ext.delete_custom_resource_definition, PODMONITOR_CRD)
 
 
 def _podmonitor_crd() -> dict:
