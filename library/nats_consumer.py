@@ -259,6 +259,13 @@ async def preflight(api: JetStreamApi, stream: str, desired: dict[str, Any]) -> 
 
 async def ensure_present(module: Any, api: JetStreamApi, stream: str, desired: dict[str, Any]) -> dict[str, Any]:
     name = desired["durable_name"]
+    if module.check_mode and await api.stream_info(stream) is None:
+        # In a check run the stream may be one an earlier task would create.
+        module.warn(f"stream {stream} does not exist (yet); consumer {name} would be created once it does")
+        desired.setdefault("ack_policy", "explicit")
+        return {"changed": True, "operation": "create", "changed_fields": [],
+                "consumer": {"config": merge_config(CONSUMER_DEFAULTS, desired)},
+                "diff": {"before": {}, "after": readable(desired)}}
     await preflight(api, stream, desired)
     info = await api.consumer_info(stream, name)
     if info is None:

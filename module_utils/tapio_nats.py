@@ -174,6 +174,10 @@ async def open_connection(params: dict[str, Any]) -> Any:
         )
     except (nats.errors.Error, OSError, asyncio.TimeoutError, ssl.SSLError) as error:
         raise NatsModuleError(describe_connect_error(options["servers"], error, seen)) from None
+    except Exception as error:  # nkeys/creds parsing and other client-side failures
+        tried = ", ".join(redact_url(s) for s in options["servers"])
+        raise NatsModuleError(f"cannot connect to NATS ({tried}): {type(error).__name__}: {error} "
+                              "(check creds_file / nkey_seed)") from None
 
 
 class JetStreamApi:

@@ -57,6 +57,8 @@ CASES = [
     ("missing-creds-file", "nats_stream",
      {"name": NEW, "subjects": [f"{NEW}.x"], "creds_file": "/nonexistent/tapio.creds"}, False,
      "creds_file /nonexistent/tapio.creds does not exist"),
+    ("invalid-nkey-seed", "nats_info", {"nkey_seed": "SUAXNOTASEED"}, False,
+     "ErrInvalidSeed: nkeys: invalid seed"),
     ("user-without-password", "nats_info", {"user": "tapio"}, False,
      "parameters are required together: user, password"),
     ("consumer-on-missing-stream", "nats_consumer", {"stream": NEW, "name": "c1"}, True,
