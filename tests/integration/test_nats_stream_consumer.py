@@ -119,3 +119,26 @@ def test_consumer_lifecycle(stream_name):
     assert run_module("nats_consumer", {**push, "state": "absent"})["operation"] == "delete"
     assert consumer_info(stream_name, "siem") is None
     assert natscli("consumer", "ls", stream_name, "--names").stdout.split() == ["pipeline"]
+
+
+def test_mirror_and_sources_are_idempotent_and_a_mirror_cannot_change(stream_name):
+    region_a, region_b = f"{stream_name}_A", f"{stream_name}_B"
+    mirror, aggregate = f"{stream_name}_MIRROR", f"{stream_name}_ALL"
+    try:
+        for name in (region_a, region_b):
+            assert not run_module("nats_stream", {"name": name, "subjects": [f"{name}.>"]})["failed"]
+        publish(f"{region_a}.x", 2)
+        publish(f"{region_b}.x", 3)
+        sources = [{"name": region_a}, {"name": region_b, "filter_subject": f"{region_b}.>"}]
+        assert run_module("nats_stream", {"name": aggregate, "sources": sources})["operation"] == "create"
+        assert run_module("nats_stream", {"name": aggregate, "sources": sources[::-1]})["changed"] is False
+        assert run_module("nats_stream", {"name": mirror, "mirror": {"name": region_a}})["operation"] == "create"
+        assert run_module("nats_stream", {"name": mirror, "mirror": {"name": region_a}})["changed"] is False
+
+        refused = run_module("nats_stream", {"name": mirror, "mirror": {"name": region_b}})
+        assert refused["failed"] and "cannot change mirror" in refused["msg"]
+        assert stream_info(mirror)["config"]["mirror"]["name"] == region_a
+        assert [s["name"] for s in stream_info(aggregate)["config"]["sources"]] == [region_a, region_b]
+    finally:
+        for name in (mirror, aggregate, region_a, region_b):
+            remove_stream(name)
