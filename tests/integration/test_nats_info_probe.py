@@ -139,6 +139,7 @@ def test_throughput_mode_reports_rate_and_latency(stream):
     assert not fast["failed"], fast.get("msg")
     report = fast["throughput"]
     assert report["method"] == "windowed" and report["acked"] == 3000 and report["errors"] == 0
+    assert report["burst_writes"] is True and report["ack_shortcut"] is True
     assert 0 < report["latency_ms"]["p50"] <= report["latency_ms"]["p95"] <= report["latency_ms"]["p99"]
     assert report["events_per_s"] > 0 and report["avg_payload_bytes"] > 300
 
