@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import PORT_OFFSET, REPO_ROOT, VENV_BIN, KubeLab, NatsLab
+from conftest import LAB_STATE, PORT_OFFSET, REPO_ROOT, VENV_BIN, KubeLab, NatsLab
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -554,6 +554,11 @@ def test_lab_nats_runs_from_the_nats_cluster_template(gate_cluster: dict[str, An
     varz = get_json(f"{gate_cluster['monitor_urls'][0]}/varz")
     assert varz["server_name"] == "nats-0"
     assert varz["jetstream"]["config"]["store_dir"].startswith(str(gate_cluster["state"]))
+    # The shared lab's servers were rendered by the same role from the same template.
+    shared = LAB_STATE / "nats" / "nats-0" / "nats.conf"
+    assert shared.read_text().splitlines()[1] == header
+    ok = subprocess.run([str(NATS_SERVER), "-t", "-c", str(shared)], capture_output=True, text=True, check=False)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
 
 
 def test_exporter_metric_sources_exist_on_the_real_server(gate_cluster: dict[str, Any]) -> None:
