@@ -33,6 +33,7 @@ except ImportError:  # pragma: no cover - exercised only without nats-py
 NATS_REQUIREMENT = "nats-py>=2.7.2"
 STREAM_NOT_FOUND = 10059
 CONSUMER_NOT_FOUND = 10014
+NO_SUITABLE_PEERS = 10005
 
 
 class NatsModuleError(Exception):
@@ -197,7 +198,11 @@ class JetStreamApi:
             raise NatsModuleError(f"JetStream API {subject} timed out after {self.timeout}s") from None
         answer = json.loads(reply.data or b"{}")
         if "error" in answer:
-            raise JetStreamApiError(subject, answer["error"])
+            error = JetStreamApiError(subject, answer["error"])
+            if error.err_code == NO_SUITABLE_PEERS:
+                raise NatsModuleError(f"{error}: the cluster has fewer JetStream peers than the requested replicas "
+                                      "(or none with the requested placement)") from None
+            raise error
         return answer
 
     async def account_info(self) -> dict[str, Any]:
@@ -236,12 +241,15 @@ class JetStreamApi:
         """Every consumer's info on *stream*."""
         return await self.paged(f"$JS.API.CONSUMER.LIST.{stream}", "consumers")
 
-    def cluster_size(self) -> int:
-        """JetStream peers as the connected server announces them (1 without a cluster)."""
+    def cluster_size(self) -> Optional[int]:
+        """JetStream peers as the connected server announces them: 1 without a cluster,
+        None when the cluster does not advertise its members (``no_advertise``), in which
+        case the server itself judges the replica count."""
         info = getattr(self.nc, "_server_info", {}) or {}
         if not info.get("cluster"):
             return 1
-        return max(1, len(set(info.get("connect_urls") or [])))
+        urls = set(info.get("connect_urls") or [])
+        return len(urls) if urls else None
 
     def max_payload(self) -> int:
         return int(getattr(self.nc, "max_payload", 0) or 0)

@@ -342,7 +342,7 @@ def effective(key: str, desired: Mapping[str, Any], current: Optional[Mapping[st
 def validate_stream(
     desired: Mapping[str, Any],
     current: Optional[Mapping[str, Any]],
-    cluster_size: int,
+    cluster_size: Optional[int],
     max_payload: int,
 ) -> list[str]:
     """Problems that must stop the module before it changes anything."""
@@ -350,7 +350,7 @@ def validate_stream(
     replicas = effective("num_replicas", desired, current, STREAM_DEFAULTS)
     if "num_replicas" in desired and replicas < 1:
         problems.append(f"replicas must be at least 1, got {replicas}")
-    if "num_replicas" in desired and replicas > cluster_size:
+    if "num_replicas" in desired and cluster_size is not None and replicas > cluster_size:
         problems.append(
             f"replicas={replicas} exceeds the cluster's {cluster_size} JetStream peer(s); "
             f"use at most {cluster_size}"
@@ -456,7 +456,8 @@ def consumer_immutable_changes(desired: Mapping[str, Any], current: Mapping[str,
     return problems
 
 
-def validate_consumer(desired: Mapping[str, Any], stream_subjects: list[str], cluster_size: int) -> list[str]:
+def validate_consumer(desired: Mapping[str, Any], stream_subjects: list[str],
+                      cluster_size: Optional[int]) -> list[str]:
     """Problems that must stop the consumer module before it changes anything."""
     problems = []
     if desired.get("filter_subject") and desired.get("filter_subjects"):
@@ -481,7 +482,7 @@ def validate_consumer(desired: Mapping[str, Any], stream_subjects: list[str], cl
     for subject in filters:
         if stream_subjects and not any(subjects_overlap(subject, s) for s in stream_subjects):
             problems.append(f"filter subject {subject!r} matches none of the stream's subjects {stream_subjects}")
-    if desired.get("num_replicas", 0) > cluster_size:
+    if cluster_size is not None and desired.get("num_replicas", 0) > cluster_size:
         problems.append(f"replicas={desired['num_replicas']} exceeds the cluster's {cluster_size} JetStream peer(s)")
     if desired.get("deliver_subject") and desired.get("max_waiting") is not None:
         problems.append("max_waiting applies to pull consumers only (deliver_subject makes this a push consumer)")

@@ -232,3 +232,9 @@ def test_publish_frame_matches_the_nats_protocol():
     frame = probe.publish_frame("a.b", "_INBOX.r.2", payload, "abc")
     header = b"NATS/1.0\r\nNats-Msg-Id: abc\r\n\r\n"
     assert frame == b"HPUB a.b _INBOX.r.2 %d %d\r\n" % (len(header), len(header) + 10) + header + payload + b"\r\n"
+
+
+def test_replicas_are_left_to_the_server_when_the_cluster_size_is_unknown():
+    desired = {"name": "S", "subjects": ["a"], "num_replicas": 5}
+    assert cfg.validate_stream(desired, None, cluster_size=None, max_payload=1024 ** 2) == []
+    assert cfg.validate_consumer({"durable_name": "c", "num_replicas": 5}, ["a"], None) == []
