@@ -1,0 +1,159 @@
+"""The collectors' NATS gates against the lab's real JetStream cluster.
+
+Each test uses a stream of its own (subjects migtest.<id>.>) with a durable consumer standing
+in for the pipeline's, and collectors whose subject prefixes point into it, so nothing here
+touches TAPIO_EVENTS. A publisher thread stands in for the collectors that switched (kwok runs
+no container); the gates read the stream through ansible.legacy.nats_info.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from typing import Iterator
+
+import nats
+import pytest
+from nats.js.api import AckPolicy
+
+from conftest import KubeLab, NatsLab
+from migration_lab import COLLECTORS, MigrationLab, make_lab
+
+pytestmark = pytest.mark.integration
+
+
+class Publisher:
+    """Publishes one message every 0.2 s on each given subject until stopped."""
+
+    def __init__(self, nats_lab: NatsLab, subjects: list[str]) -> None:
+        self.nats_lab, self.subjects = nats_lab, subjects
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=lambda: asyncio.run(self.run()), daemon=True)
+
+    async def run(self) -> None:
+        nc = await nats.connect(servers=self.nats_lab.servers, user=self.nats_lab.user, password=self.nats_lab.password)
+        js = nc.jetstream()
+        while not self.stop.is_set():
+            for subject in self.subjects:
+                await js.publish(subject, b'{"type":"test"}')
+            await asyncio.sleep(0.2)
+        await nc.drain()
+
+    def __enter__(self) -> "Publisher":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)
+
+
+async def _jetstream(nats_lab: NatsLab, action: str, name: str, subjects: tuple[str, ...] = (),
+                     consumer: str = "") -> list[str]:
+    """create the stream and its durable consumer, list its consumers, or delete it."""
+    nc = await nats.connect(servers=nats_lab.servers, user=nats_lab.user, password=nats_lab.password)
+    js = nc.jetstream()
+    try:
+        if action == "create":
+            await js.add_stream(name=name, subjects=list(subjects), num_replicas=1)
+            await js.add_consumer(name, durable_name=consumer, ack_policy=AckPolicy.EXPLICIT)
+        elif action == "delete":
+            await js.delete_stream(name)
+            return []
+        return sorted(c.name for c in await js.consumers_info(name))
+    finally:
+        await nc.close()
+
+
+@pytest.fixture(scope="module")
+def gate_stream(nats_lab: NatsLab) -> Iterator[dict]:
+    tag = uuid.uuid4().hex[:8]
+    setup = {"stream": f"MIGTEST_{tag}", "prefix": f"migtest.{tag}", "consumer": "pipeline"}
+    asyncio.run(_jetstream(nats_lab, "create", setup["stream"], (f"{setup['prefix']}.>",), setup["consumer"]))
+    yield setup
+    asyncio.run(_jetstream(nats_lab, "delete", setup["stream"]))
+
+
+@pytest.fixture(scope="module")
+def lab(kube_lab: KubeLab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MigrationLab]:
+    yield from make_lab(kube_lab, "gates", tmp_path_factory.mktemp("artifacts"))
+
+
+def gate_vars(gate_stream: dict, **extra: object) -> dict:
+    collectors = [{"name": name, "container": name.removeprefix("tapio-").removesuffix("-collector") + "-collector",
+                   "subject_prefix": f"{gate_stream['prefix']}.{name.split('-')[1]}"} for name in COLLECTORS]
+    return {"tapio_migration_nats_checks": True, "tapio_collectors_require_pipeline": False,
+            "tapio_collectors": collectors, "tapio_events_stream": gate_stream["stream"],
+            "tapio_pipeline_consumer": gate_stream["consumer"], "tapio_collectors_gate_timeout": 20,
+            "tapio_collectors_gate_consumer_prefix": "gate-", **extra}
+
+
+def test_a_collector_without_new_messages_fails_the_subjects_gate(lab: MigrationLab, nats_lab: NatsLab,
+                                                                    gate_stream: dict) -> None:
+    """k8s publishes (passes); systemd publishes nothing: restored, run stopped, ebpf untouched."""
+    ebpf_before = lab.daemonset("tapio-ebpf-collector")
+    with Publisher(nats_lab, [f"{gate_stream['prefix']}.k8s.default.kubernetes"]):
+        run = lab.playbook("playbooks/collectors.yml", extra=gate_vars(gate_stream, tapio_collectors_max_pending=100000))
+    assert run.rc != 0, run.explain()
+    assert "Collector(s) tapio-systemd-collector failed the subjects gate" in run.stdout, run.explain()
+    assert lab.env("tapio-k8s-collector")["TAPIO_OUTPUT_MODE"] == "nats"
+    assert lab.daemonset("tapio-systemd-collector")["spec"] == lab.record("DaemonSet", "tapio-systemd-collector")["spec"]
+    assert lab.daemonset("tapio-ebpf-collector")["metadata"]["resourceVersion"] == ebpf_before["metadata"]["resourceVersion"]
+    assert asyncio.run(_jetstream(nats_lab, "list", gate_stream["stream"])) == [gate_stream["consumer"]], \
+        "the gate consumers were not removed"
+
+
+def test_a_pipeline_consumer_falling_behind_fails_the_lag_gate(lab: MigrationLab, nats_lab: NatsLab,
+                                                               gate_stream: dict) -> None:
+    """Messages flow for every collector but nobody acks: pending > 0 fails the consumer lag gate."""
+    subjects = [f"{gate_stream['prefix']}.{kind}.x.y" for kind in ("k8s", "systemd", "ebpf")]
+    with Publisher(nats_lab, subjects):
+        run = lab.playbook("playbooks/collectors.yml", extra=gate_vars(gate_stream, tapio_collectors_max_pending=0))
+    assert run.rc != 0, run.explain()
+    assert "Collector(s) tapio-systemd-collector failed the consumer lag gate" in run.stdout, run.explain()
+    assert "TAPIO_OUTPUT_MODE" not in lab.env("tapio-systemd-collector")
+
+
+def test_all_gates_pass_while_every_collector_publishes(lab: MigrationLab, nats_lab: NatsLab, gate_stream: dict) -> None:
+    subjects = [f"{gate_stream['prefix']}.{kind}.x.y" for kind in ("k8s", "systemd", "ebpf")]
+    with Publisher(nats_lab, subjects):
+        run = lab.playbook("playbooks/collectors.yml", extra=gate_vars(gate_stream, tapio_collectors_max_pending=100000))
+    assert run.rc == 0, run.explain()
+    assert all(lab.env(name)["TAPIO_OUTPUT_MODE"] == "nats" for name in COLLECTORS)
+
+
+async def _ack_everything(nats_lab: NatsLab, stream: str, consumer: str) -> int:
+    """Play the pipeline: fetch and ack until the durable consumer has nothing left."""
+    nc = await nats.connect(servers=nats_lab.servers, user=nats_lab.user, password=nats_lab.password)
+    js = nc.jetstream()
+    acked = 0
+    try:
+        sub = await js.pull_subscribe_bind(consumer, stream)
+        while (await js.consumer_info(stream, consumer)).num_pending > 0 or acked == 0:
+            try:
+                messages = await sub.fetch(500, timeout=2)
+            except nats.errors.TimeoutError:
+                break
+            for message in messages:
+                await message.ack_sync()
+            acked += len(messages)
+        return acked
+    finally:
+        await nc.close()
+
+
+def test_rollback_returns_the_collectors_then_waits_for_the_drain_before_the_pipeline(
+        lab: MigrationLab, nats_lab: NatsLab, gate_stream: dict) -> None:
+    """Nothing acks the stand-in pipeline consumer: the collectors go back, the drain wait
+    times out and the pipeline is not touched; once everything is acked the rollback completes."""
+    pipeline_before = lab.deployment()
+    extra = gate_vars(gate_stream, tapio_rollback_drain_timeout=6)
+    run = lab.rollback("restore", extra=extra)
+    assert run.rc != 0, run.explain()
+    assert "Wait until the pipeline's consumer has drained" in run.stdout, run.explain()
+    assert all("TAPIO_OUTPUT_MODE" not in lab.env(name) for name in COLLECTORS)
+    assert lab.deployment()["metadata"]["resourceVersion"] == pipeline_before["metadata"]["resourceVersion"]
+
+    assert asyncio.run(_ack_everything(nats_lab, gate_stream["stream"], gate_stream["consumer"])) > 0
+    again = lab.rollback("restore", extra=extra)
+    assert again.rc == 0, again.explain()
