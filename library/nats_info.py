@@ -87,7 +87,10 @@ account:
   returned: always
   type: dict
 cluster:
-  description: Meta cluster from /jsz (name, leader, cluster_size, peers with current and lag) and each server's /healthz status.
+  description: >-
+    Meta cluster from the meta leader's /jsz (name, leader, cluster_size, peers with current and lag;
+    leader_view false when the leader is not among monitor_urls, and peers are then not judged)
+    and each server's /healthz status.
   returned: when monitor_urls are given
   type: dict
 streams:
@@ -142,31 +145,47 @@ def http_json(url: str, timeout: float) -> tuple[int, Any]:
 
 
 def meta_cluster(monitor_urls: list[str], timeout: float) -> tuple[dict[str, Any], list[str]]:
-    """The meta cluster as /jsz reports it, with /healthz per server."""
+    """The meta cluster as the meta leader's /jsz reports it, with /healthz per server.
+
+    Only the leader tracks whether the other peers are current: a follower lists them with
+    ``current: false``. So peers are judged from ``/jsz?leader-only=true``, which answers
+    200 on the leader and 400 elsewhere; without the leader's view they are not judged.
+    """
     problems: list[str] = []
     health = {}
     meta: dict[str, Any] = {}
+    follower_meta: dict[str, Any] = {}
     for url in monitor_urls:
-        code, body = http_json(f"{url.rstrip('/')}/healthz?js-enabled-only=true", timeout)
+        base = url.rstrip('/')
+        code, body = http_json(f"{base}/healthz?js-enabled-only=true", timeout)
         health[url] = {"http_status": code, **body}
         if code != 200:
             problems.append(f"{url}/healthz answered {code or 'nothing'}: {body.get('error', body.get('status'))}")
         if not meta:
-            code, jsz = http_json(f"{url.rstrip('/')}/jsz", timeout)
+            code, jsz = http_json(f"{base}/jsz?leader-only=true", timeout)
             if code == 200 and jsz.get("meta_cluster"):
                 meta = jsz["meta_cluster"]
                 meta["reported_by"] = jsz.get("server_name") or url
+            elif not follower_meta:
+                code, jsz = http_json(f"{base}/jsz", timeout)
+                if code == 200 and jsz.get("meta_cluster"):
+                    follower_meta = jsz["meta_cluster"]
     cluster: dict[str, Any] = {"health": health}
-    if not meta:
+    if not meta and not follower_meta:
         problems.append("no monitoring endpoint reported a JetStream meta cluster")
         return cluster, problems
+    view = meta or follower_meta
     peers = [{"name": r.get("name"), "current": bool(r.get("current")), "lag": int(r.get("lag", 0)),
-              "active_ns": r.get("active"), "offline": bool(r.get("offline", False))} for r in meta.get("replicas") or []]
-    cluster.update({"name": meta.get("name"), "leader": meta.get("leader"), "cluster_size": meta.get("cluster_size"),
-                    "peers": peers, "pending": meta.get("pending", 0)})
-    if not meta.get("leader"):
+              "active_ns": r.get("active"), "offline": bool(r.get("offline", False))} for r in view.get("replicas") or []]
+    cluster.update({"name": view.get("name"), "leader": view.get("leader"), "cluster_size": view.get("cluster_size"),
+                    "peers": peers, "pending": view.get("pending", 0), "leader_view": bool(meta)})
+    if not view.get("leader"):
         problems.append("the JetStream meta cluster has no leader")
-    for peer in peers:
+    elif not meta:
+        # A follower cannot tell whether the other peers are current; /healthz per server
+        # above still tells whether each reachable server is healthy.
+        cluster["note"] = f"meta leader {view.get('leader')} is not among monitor_urls; peers not judged"
+    for peer in peers if meta else []:
         if not peer["current"] or peer["offline"]:
             problems.append(f"meta peer {peer['name']} is not current (lag {peer['lag']})")
     return cluster, problems

@@ -23,7 +23,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO_ROOT / ".venv" / "bin"
 PLAYBOOK = Path(__file__).resolve().parent / "nats_playbooks" / "run_module.yml"
 SECRET = "tapio-lab-secret"
-AUTH = {"servers": ["nats://127.0.0.1:4222", "nats://127.0.0.1:4223", "nats://127.0.0.1:4224"],
+# The lab's servers, shifted like every lab port by TAPIO_LAB_PORT_OFFSET.
+_OFFSET = int(os.environ.get("TAPIO_LAB_PORT_OFFSET") or 0)
+AUTH = {"servers": [f"nats://127.0.0.1:{4222 + _OFFSET + i}" for i in range(3)],
         "user": "tapio", "password": SECRET}
 
 
