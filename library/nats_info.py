@@ -43,6 +43,13 @@ options:
     description: Timeout in seconds for each monitoring request.
     type: float
     default: 5
+  max_replica_lag:
+    description:
+      - A stream replica that is not current counts as a problem only when it is more than this
+        many entries behind (or offline). Under a steady publish rate healthy followers are
+        often a few entries behind at the instant of the question.
+    type: int
+    default: 1000
   fail_on_missing:
     description: Fail when a stream named in O(streams) does not exist (otherwise it is listed in RV(missing_streams)).
     type: bool
@@ -112,7 +119,7 @@ missing_streams:
 """
 
 import json
-from typing import Any
+from typing import Any, Optional
 
 from ansible.module_utils.tapio_nats import JetStreamApi, NatsModuleError, nats_module, run_with_connection
 from ansible.module_utils.urls import open_url
@@ -123,6 +130,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "monitor_urls": {"type": "list", "elements": "str", "default": []},
     "monitor_timeout": {"type": "float", "default": 5.0},
     "fail_on_missing": {"type": "bool", "default": False},
+    "max_replica_lag": {"type": "int", "default": 1000},
 }
 
 _SERVER_KEYS = ("server_name", "server_id", "version", "cluster", "jetstream", "max_payload", "connect_urls")
@@ -191,13 +199,25 @@ def meta_cluster(monitor_urls: list[str], timeout: float) -> tuple[dict[str, Any
     return cluster, problems
 
 
-def stream_report(info: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+def replica_problem(name: str, replica: dict[str, Any], max_lag: int) -> Optional[str]:
+    """A replica is a problem when offline, or behind by more than max_lag entries.
+
+    Under a steady publish rate a healthy follower is often a few entries behind at the
+    instant the leader is asked (``current: false, lag: 1``): that is replication, not trouble.
+    """
+    if replica["offline"]:
+        return f"stream {name}: replica {replica['name']} is offline"
+    if not replica["current"] and replica["lag"] > max_lag:
+        return f"stream {name}: replica {replica['name']} is not current (lag {replica['lag']} > {max_lag})"
+    return None
+
+
+def stream_report(info: dict[str, Any], max_lag: int = 0) -> tuple[dict[str, Any], list[str]]:
     name = info["config"]["name"]
     cluster = info.get("cluster") or {}
     replicas = [{"name": r.get("name"), "current": bool(r.get("current")), "lag": int(r.get("lag", 0)),
                  "offline": bool(r.get("offline", False))} for r in cluster.get("replicas") or []]
-    problems = [f"stream {name}: replica {r['name']} is not current (lag {r['lag']})"
-                for r in replicas if not r["current"] or r["offline"]]
+    problems = [p for p in (replica_problem(name, r, max_lag) for r in replicas) if p]
     if info["config"].get("num_replicas", 1) > 1 and not cluster.get("leader"):
         problems.append(f"stream {name} has no leader")
     report = {"config": info["config"], "state": info.get("state", {}),
@@ -233,7 +253,7 @@ async def gather(module: Any, api: JetStreamApi, nc: Any) -> dict[str, Any]:
     if result["missing_streams"] and params["fail_on_missing"]:
         raise NatsModuleError(f"missing stream(s): {', '.join(result['missing_streams'])}", result)
     for info in infos:
-        report, stream_problems = stream_report(info)
+        report, stream_problems = stream_report(info, params["max_replica_lag"])
         problems.extend(stream_problems)
         if params["consumers"]:
             for consumer in await api.consumers(info["config"]["name"]):
