@@ -10,6 +10,10 @@ the connection to an async function, and always closes it.
 The JetStream API is used through nats-py's request/reply with the server's own JSON, so
 configurations stay in wire units (nanoseconds, bytes) from server to comparison; see
 tapio_nats_config for the units and comparison rules.
+
+With ``kube_port_forward`` the modules reach NATS through the Kubernetes API server instead
+of ``servers``: tapio_kube_forward bridges a local port on 127.0.0.1 to a NATS pod, and the
+connection goes to that port only (see ``forwarded_params``).
 """
 from __future__ import annotations
 
@@ -19,7 +23,9 @@ import os
 import re
 import ssl
 import traceback
-from typing import Any, Awaitable, Callable, Optional
+from contextlib import contextmanager
+from typing import Any, Awaitable, Callable, Iterator, Optional
+from urllib.parse import urlparse
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
 
@@ -71,6 +77,26 @@ def nats_connection_argument_spec() -> dict[str, Any]:
         "tls_verify": {"type": "bool", "default": True},
         "connect_timeout": {"type": "float", "default": 5.0},
         "api_timeout": {"type": "float", "default": 5.0},
+        "kube_port_forward": kube_forward_argument_spec(),
+    }
+
+
+def kube_forward_argument_spec() -> dict[str, Any]:
+    """The ``kube_port_forward`` option; its code lives in tapio_kube_forward, imported
+    only when the option is used (so modules without it never need the kubernetes library)."""
+    return {
+        "type": "dict",
+        "options": {
+            "kubeconfig": {"type": "path", "fallback": (env_fallback, ["K8S_AUTH_KUBECONFIG"])},
+            "context": {"type": "str", "fallback": (env_fallback, ["K8S_AUTH_CONTEXT"])},
+            "namespace": {"type": "str", "required": True},
+            "pod": {"type": "str"},
+            "selector": {"type": "str"},
+            "service": {"type": "str"},
+            "port": {"type": "int", "default": 4222},
+        },
+        "mutually_exclusive": [["pod", "selector", "service"]],
+        "required_one_of": [["pod", "selector", "service"]],
     }
 
 
@@ -90,7 +116,20 @@ def nats_module(argument_spec: dict[str, Any], **kwargs: Any) -> AnsibleModule:
     )
     if NATS_IMPORT_ERROR is not None:
         module.fail_json(msg=missing_required_lib(NATS_REQUIREMENT), exception=NATS_IMPORT_ERROR)
+    if module.params.get("kube_port_forward"):
+        forward = _kube_forward()
+        if forward.KUBERNETES_IMPORT_ERROR is not None:
+            module.fail_json(msg=missing_required_lib(forward.KUBERNETES_REQUIREMENT) + " (for kube_port_forward)",
+                             exception=forward.KUBERNETES_IMPORT_ERROR)
     return module
+
+
+def _kube_forward() -> Any:
+    """tapio_kube_forward, imported on first use (Ansible still ships it with every module:
+    its dependency scan sees imports inside functions)."""
+    from ansible.module_utils import tapio_kube_forward
+
+    return tapio_kube_forward
 
 
 def redact_url(url: str) -> str:
@@ -141,7 +180,29 @@ def connect_options(params: dict[str, Any]) -> dict[str, Any]:
     context = _tls_context(params)
     if context is not None:
         options["tls"] = context
+        if params.get("tls_hostname"):
+            options["tls_hostname"] = params["tls_hostname"]
     return options
+
+
+def forwarded_params(params: dict[str, Any], local_port: int) -> dict[str, Any]:
+    """The connection parameters for a port-forward listening on 127.0.0.1:*local_port*.
+
+    ``servers`` becomes that one URL (``tls://`` when the configured servers use TLS, and
+    the certificate is then checked against the first configured server's host name).
+    nats-py adds the servers a cluster announces in INFO (``connect_urls``) to its pool and
+    has no option to stop that; they are only ever dialled on a reconnect, and management
+    connections never reconnect (``allow_reconnect`` off), so the forwarded connection
+    cannot move to another address. ``open_connection`` also checks the connected URL.
+    """
+    servers = [str(s) for s in params["servers"] or []]
+    scheme = "tls" if any(s.startswith("tls://") for s in servers) else "nats"
+    forwarded = dict(params, servers=[f"{scheme}://127.0.0.1:{local_port}"], forward_local_port=local_port)
+    if servers:
+        hostname = urlparse(servers[0] if "://" in servers[0] else f"nats://{servers[0]}").hostname
+        if hostname:
+            forwarded["tls_hostname"] = hostname
+    return forwarded
 
 
 def describe_connect_error(servers: list[str], error: BaseException, seen: list[BaseException]) -> str:
@@ -169,7 +230,7 @@ async def open_connection(params: dict[str, Any]) -> Any:
         return None
 
     try:
-        return await asyncio.wait_for(
+        nc = await asyncio.wait_for(
             nats.connect(error_cb=record, disconnected_cb=ignore, closed_cb=ignore, **options),
             timeout=params["connect_timeout"] * (2 * len(options["servers"]) + 1),
         )
@@ -179,6 +240,13 @@ async def open_connection(params: dict[str, Any]) -> Any:
         tried = ", ".join(redact_url(s) for s in options["servers"])
         raise NatsModuleError(f"cannot connect to NATS ({tried}): {type(error).__name__}: {error} "
                               "(check creds_file / nkey_seed)") from None
+    forwarded = params.get("forward_local_port")
+    connected = getattr(nc, "connected_url", None)
+    if forwarded and (connected is None or (connected.hostname, connected.port) != ("127.0.0.1", forwarded)):
+        await nc.close()
+        raise NatsModuleError(f"connected to {redact_url(connected.geturl()) if connected else 'nothing'} "
+                              f"instead of the port-forward on 127.0.0.1:{forwarded}")
+    return nc
 
 
 class JetStreamApi:
@@ -265,13 +333,46 @@ def exit_with_result(module: AnsibleModule, result: dict[str, Any]) -> None:
 Handler = Callable[[Any, JetStreamApi], Awaitable[dict[str, Any]]]
 
 
+@contextmanager
+def nats_endpoint(params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The connection parameters to use: *params* itself, or with ``kube_port_forward`` the
+    parameters of a port-forward opened through the Kubernetes API server for the block.
+
+    A connection failure through the forward names the pod and adds what the API server or
+    kubelet reported on the forward's error channel (for example kwok's ``no forward found
+    for port 4222 in pod "tapio/tapio-nats-0"``)."""
+    spec = params.get("kube_port_forward")
+    if not spec:
+        yield params
+        return
+    utils = _kube_forward()
+    try:
+        forwarder = utils.open_pod_forward(spec, timeout=params["connect_timeout"])
+    except utils.KubeForwardError as error:
+        raise NatsModuleError(f"kube_port_forward: {error}") from None
+    with forwarder:
+        try:
+            yield forwarded_params(params, forwarder.local_port)
+        except (NatsModuleError, nats.errors.Error) as error:
+            # Not connecting, or the connection dropping mid-run (allow_reconnect is off, so
+            # nats-py raises ConnectionClosedError): say which forward and what it reported.
+            if isinstance(error, NatsModuleError) and not str(error).startswith("cannot connect"):
+                raise
+            forwarder.settle()
+            causes = "; ".join(forwarder.errors)
+            text = str(error) if isinstance(error, NatsModuleError) else f"NATS connection failed: {error!r}"
+            result = error.result if isinstance(error, NatsModuleError) else {}
+            raise NatsModuleError(f"{text} (through a port-forward to {forwarder.description}"
+                                  f"{'; ' + causes if causes else ''})", result) from None
+
+
 def run_with_connection(module: AnsibleModule, handler: Handler) -> dict[str, Any]:
     """Connect, run ``handler(nc, api)``, always close, and turn failures into fail_json."""
 
-    async def runner() -> dict[str, Any]:
-        nc = await open_connection(module.params)
+    async def runner(params: dict[str, Any]) -> dict[str, Any]:
+        nc = await open_connection(params)
         try:
-            return await handler(nc, JetStreamApi(nc, module.params["api_timeout"]))
+            return await handler(nc, JetStreamApi(nc, params["api_timeout"]))
         finally:
             try:
                 await asyncio.wait_for(nc.close(), timeout=5)
@@ -279,7 +380,8 @@ def run_with_connection(module: AnsibleModule, handler: Handler) -> dict[str, An
                 pass
 
     try:
-        return asyncio.run(runner())
+        with nats_endpoint(module.params) as params:
+            return asyncio.run(runner(params))
     except NatsModuleError as error:
         module.fail_json(msg=str(error), **error.result)
     except ValueError as error:  # tapio_nats_config.ConfigError and bad values

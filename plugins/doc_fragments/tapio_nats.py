@@ -64,4 +64,52 @@ options:
     description: Seconds per JetStream API request.
     type: float
     default: 5
+  kube_port_forward:
+    description:
+      - Reach NATS through the Kubernetes API server instead of O(servers) directly, so a
+        control node outside the cluster can manage streams without NATS being exposed.
+      - The module resolves one pod (O(kube_port_forward.pod), or the first Running and
+        Ready pod by name behind O(kube_port_forward.selector) or
+        O(kube_port_forward.service)), listens on 127.0.0.1 on an ephemeral port, and opens
+        one port-forward to that pod per connection (C(kubernetes.stream.portforward), the
+        API server's C(pods/portforward) subresource). Everything is closed when the module ends.
+      - The connection goes to the forwarded port only. O(servers) is not dialled; its first
+        entry's host name is used to verify the server certificate when TLS is on (use
+        C(tls://) URLs with the certificate's name, for example C(tls://tapio-nats.tapio.svc:4222)).
+        Servers the cluster announces in INFO are never used, because management connections
+        do not reconnect.
+      - Needs the C(kubernetes) Python library and permission to C(get)/C(list) pods (and
+        C(get) services with O(kube_port_forward.service)) and C(create) on C(pods/portforward)
+        in the namespace.
+    type: dict
+    suboptions:
+      kubeconfig:
+        description:
+          - Kubeconfig file on the control node. Without it C($KUBECONFIG) or C(~/.kube/config)
+            is used, or the pod's service account when the module runs inside the cluster.
+        type: path
+        env:
+          - name: K8S_AUTH_KUBECONFIG
+      context:
+        description: Kubeconfig context; its current context by default.
+        type: str
+        env:
+          - name: K8S_AUTH_CONTEXT
+      namespace:
+        description: Namespace of the NATS pods.
+        type: str
+        required: true
+      pod:
+        description: Name of the pod to forward to (it must be Running and Ready).
+        type: str
+      selector:
+        description: Label selector (C(app.kubernetes.io/name=nats)); the first ready pod by name is used.
+        type: str
+      service:
+        description: Service whose pod selector chooses the pod; the first ready pod by name is used.
+        type: str
+      port:
+        description: The pod's NATS client port.
+        type: int
+        default: 4222
 """

@@ -1,0 +1,339 @@
+# -*- coding: utf-8 -*-
+# Copyright: Tapio NATS migration toolkit contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""Reach a pod's port through the Kubernetes API server (a port-forward), for clients that
+only know ``host:port``.
+
+``open_pod_forward()`` resolves the pod (by name, or the first ready pod behind a label
+selector or a Service's selector), listens on 127.0.0.1 on an ephemeral port, and for every
+connection accepted there opens one port-forward to the pod through the API server
+(``kubernetes.stream.portforward``) and copies bytes both ways. nats-py then connects to
+``nats://127.0.0.1:<local_port>``. Leaving the ``with`` block closes the listener, every
+bridged connection and its port-forward.
+
+The bridge is plain threads and sockets, so it does not care which event loop the client
+runs in. Errors the API server or the kubelet sends on a forward's error channel (no such
+port, pod gone) are kept in ``PortForwarder.errors`` so the caller can name the cause.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+KUBERNETES_IMPORT_ERROR: Optional[str] = None
+try:
+    from kubernetes import client as kube_client
+    from kubernetes import config as kube_config
+    from kubernetes.client.rest import ApiException
+    from kubernetes.stream import portforward as kube_portforward
+except ImportError:  # pragma: no cover - exercised only without the kubernetes library
+    KUBERNETES_IMPORT_ERROR = traceback.format_exc()
+
+    class ApiException(Exception):  # type: ignore[no-redef]
+        """Stand-in so the except clauses below stay valid without the library."""
+
+KUBERNETES_REQUIREMENT = "kubernetes>=24.2.0"
+BUFFER = 256 * 1024
+
+
+class KubeForwardError(Exception):
+    """The port-forward cannot be set up; the message names the pod/namespace and the cause."""
+
+
+# The option's argument spec is tapio_nats.kube_forward_argument_spec(): keys kubeconfig,
+# context, namespace, pod | selector | service, port.
+
+
+@dataclass(frozen=True)
+class ForwardTarget:
+    """Where to forward to: exactly one of pod, selector or service, in namespace."""
+
+    namespace: str
+    port: int
+    pod: Optional[str] = None
+    selector: Optional[str] = None
+    service: Optional[str] = None
+
+    def describe(self) -> str:
+        if self.pod:
+            return f"pod {self.namespace}/{self.pod}"
+        if self.service:
+            return f"the pods of service {self.namespace}/{self.service}"
+        return f"pods matching '{self.selector}' in namespace {self.namespace}"
+
+
+def target_from_params(params: dict[str, Any]) -> ForwardTarget:
+    """A ForwardTarget from the option's values (checked again here for direct callers)."""
+    chosen = [key for key in ("pod", "selector", "service") if params.get(key)]
+    if len(chosen) != 1:
+        raise KubeForwardError("kube_port_forward needs exactly one of pod, selector or service "
+                               f"(got {', '.join(chosen) or 'none'})")
+    if not params.get("namespace"):
+        raise KubeForwardError("kube_port_forward needs a namespace")
+    port = int(params.get("port") or 4222)
+    if not 0 < port < 65536:
+        raise KubeForwardError(f"kube_port_forward port {port} is not a TCP port")
+    return ForwardTarget(namespace=str(params["namespace"]), port=port, pod=params.get("pod"),
+                         selector=params.get("selector"), service=params.get("service"))
+
+
+def selector_from_labels(labels: Optional[dict[str, str]]) -> str:
+    """A label selector string (``a=b,c=d``) from a Service's ``spec.selector``."""
+    return ",".join(f"{key}={value}" for key, value in sorted((labels or {}).items()))
+
+
+def pod_readiness(pod: dict[str, Any]) -> Optional[str]:
+    """None when the pod can take a port-forward (Running, Ready, not terminating), else why not."""
+    metadata, status = pod.get("metadata") or {}, pod.get("status") or {}
+    if metadata.get("deletionTimestamp") or metadata.get("deletion_timestamp"):
+        return "terminating"
+    phase = status.get("phase") or "Unknown"
+    if phase != "Running":
+        return f"phase {phase}"
+    ready = [c for c in status.get("conditions") or [] if c.get("type") == "Ready"]
+    if not ready or str(ready[0].get("status")) != "True":
+        return "not Ready"
+    return None
+
+
+def choose_pod(pods: list[dict[str, Any]], target: ForwardTarget) -> str:
+    """The first ready pod by name, so repeated runs pick the same one."""
+    named = sorted(pods, key=lambda p: (p.get("metadata") or {}).get("name", ""))
+    for pod in named:
+        if pod_readiness(pod) is None:
+            return pod["metadata"]["name"]
+    if not named:
+        raise KubeForwardError(f"no pod found for {target.describe()}")
+    states = ", ".join(f"{p['metadata']['name']} ({pod_readiness(p)})" for p in named)
+    raise KubeForwardError(f"no ready pod for {target.describe()}: {states}")
+
+
+def describe_api_error(error: BaseException) -> str:
+    """One line for an API failure: status and reason, or the connection error."""
+    if isinstance(error, ApiException) and getattr(error, "status", 0):
+        return f"{error.status} {error.reason}"
+    text = str(getattr(error, "reason", "") or error) or type(error).__name__
+    return f"{type(error).__name__}: {text}"
+
+
+def load_core_api(kubeconfig: Optional[str], context: Optional[str]) -> Any:
+    """A CoreV1Api from the kubeconfig (its current context unless *context*), or from the
+    in-cluster service account when there is no kubeconfig and the module runs in a pod."""
+    if KUBERNETES_IMPORT_ERROR is not None:
+        raise KubeForwardError(f"the kubernetes Python library is missing ({KUBERNETES_REQUIREMENT})")
+    configuration = kube_client.Configuration()
+    try:
+        in_cluster = (not kubeconfig and not os.environ.get("KUBECONFIG") and "KUBERNETES_SERVICE_HOST" in os.environ
+                      and not os.path.exists(os.path.expanduser("~/.kube/config")))
+        if in_cluster:
+            kube_config.load_incluster_config(client_configuration=configuration)
+        else:
+            kube_config.load_kube_config(config_file=kubeconfig, context=context,
+                                         client_configuration=configuration)
+    except Exception as error:  # ConfigException, a missing or unreadable file, bad YAML
+        where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+        raise KubeForwardError(f"cannot load kubeconfig {where}"
+                               f"{' context ' + context if context else ''}: {error}") from None
+    return kube_client.CoreV1Api(kube_client.ApiClient(configuration))
+
+
+def resolve_pod(api: Any, target: ForwardTarget, timeout: float) -> str:
+    """The pod to forward to; a clear KubeForwardError when it does not exist or is not ready."""
+    server = getattr(api.api_client.configuration, "host", "the API server")
+    try:
+        if target.pod:
+            pod = api.api_client.sanitize_for_serialization(
+                api.read_namespaced_pod(target.pod, target.namespace, _request_timeout=timeout))
+            reason = pod_readiness(pod)
+            if reason:
+                raise KubeForwardError(f"pod {target.namespace}/{target.pod} cannot take a port-forward: {reason}")
+            return target.pod
+        selector = target.selector
+        if target.service:
+            service = api.read_namespaced_service(target.service, target.namespace, _request_timeout=timeout)
+            selector = selector_from_labels(service.spec.selector)
+            if not selector:
+                raise KubeForwardError(f"service {target.namespace}/{target.service} has no pod selector")
+        pods = api.api_client.sanitize_for_serialization(
+            api.list_namespaced_pod(target.namespace, label_selector=selector, _request_timeout=timeout))
+        return choose_pod(pods.get("items") or [], target)
+    except ApiException as error:
+        if getattr(error, "status", 0) == 404:
+            what = (f"pod {target.namespace}/{target.pod}" if target.pod else
+                    f"service {target.namespace}/{target.service}" if target.service else
+                    f"namespace {target.namespace}")
+            raise KubeForwardError(f"{what} not found (Kubernetes API {server})") from None
+        if getattr(error, "status", 0):
+            raise KubeForwardError(f"Kubernetes API {server} refused to look up {target.describe()}: "
+                                   f"{describe_api_error(error)}") from None
+        raise KubeForwardError(f"cannot reach the Kubernetes API {server} to look up {target.describe()}: "
+                               f"{describe_api_error(error)}") from None
+    except KubeForwardError:
+        raise
+    except Exception as error:  # urllib3 MaxRetryError, connection refused, TLS failures
+        raise KubeForwardError(f"cannot reach the Kubernetes API {server} to look up {target.describe()}: "
+                               f"{describe_api_error(error)}") from None
+
+
+# One remote end per accepted connection: a socket to copy bytes to and from, a function
+# returning the error the far side reported (None if none), and one closing it.
+Remote = tuple[Any, Callable[[], Optional[str]], Callable[[], None]]
+
+
+def api_remote_opener(api: Any, namespace: str, pod: str, port: int) -> Callable[[], Remote]:
+    """Opens a new port-forward to namespace/pod:port through the API server per call."""
+    lock = threading.Lock()
+
+    def open_remote() -> Remote:
+        # kubernetes.stream.portforward swaps the ApiClient's call_api while it connects,
+        # so two forwards on one client must not open at the same time.
+        with lock:
+            forward = kube_portforward(api.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port))
+        return forward.socket(port), lambda: forward.error(port), forward.close
+
+    return open_remote
+
+
+class PortForwarder:
+    """A local listener on 127.0.0.1 whose connections are bridged to a remote opened per
+    connection. Use as a context manager; ``local_port`` is set on entry."""
+
+    def __init__(self, open_remote: Callable[[], Remote], description: str) -> None:
+        self.open_remote = open_remote
+        self.description = description
+        self.errors: list[str] = []
+        self.connections = 0
+        self.local_port = 0
+        self._listener: Optional[socket.socket] = None
+        self._closed = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._sockets: set[Any] = set()
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> "PortForwarder":
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        self._listener = listener
+        self.local_port = listener.getsockname()[1]
+        self._start(self._accept_loop, "accept")
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+    def _start(self, target: Callable[..., None], name: str, *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, name=f"kube-forward-{name}", daemon=True)
+        with self._lock:
+            self._threads.append(thread)
+        thread.start()
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while not self._closed.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return  # listener closed
+            if self._closed.is_set():
+                conn.close()
+                return
+            with self._lock:
+                self.connections += 1
+                number = self.connections
+            self._start(self._bridge, f"conn-{number}", conn)
+
+    def _record(self, error: str) -> None:
+        with self._lock:
+            self.errors.append(f"port-forward to {self.description}: {error.strip()}")
+
+    def _bridge(self, conn: socket.socket) -> None:
+        try:
+            remote, error_of, close_remote = self.open_remote()
+        except Exception as error:  # ApiException (403, 404, upgrade refused), connection errors
+            self._record(describe_api_error(error))
+            conn.close()
+            return
+        with self._lock:
+            self._sockets.update((conn, remote))
+        if self._closed.is_set():  # close() ran while this forward was opening
+            self._shut(conn)
+            self._shut(remote)
+        # One thread per direction, so a side that is slow to read never blocks the other.
+        upstream = threading.Thread(target=self._copy, args=(conn, remote), daemon=True,
+                                    name=f"{threading.current_thread().name}-up")
+        upstream.start()
+        self._copy(remote, conn)
+        upstream.join()
+        try:
+            close_remote()
+        except Exception:  # noqa: BLE001 - closing is best effort
+            pass
+        error = error_of()
+        if error:
+            self._record(error)
+        with self._lock:
+            self._sockets.discard(conn)
+            self._sockets.discard(remote)
+
+    @staticmethod
+    def _shut(sock: Any) -> None:
+        """Wake any thread blocked on *sock* and close it (close alone wakes nobody)."""
+        for step in (lambda: sock.shutdown(socket.SHUT_RDWR), sock.close):
+            try:
+                step()
+            except OSError:
+                pass
+
+    def _copy(self, source: Any, sink: Any) -> None:
+        """Copy bytes from source to sink until either ends; then end both."""
+        try:
+            while True:
+                data = source.recv(BUFFER)
+                if not data:
+                    break
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            self._shut(source)
+            self._shut(sink)
+
+    def settle(self, timeout: float = 2.0) -> None:
+        """Wait (up to *timeout*) for bridged connections that are ending, so errors their
+        far side reported are in ``errors`` before a caller builds its message."""
+        with self._lock:
+            bridges = [t for t in self._threads if t.name != "kube-forward-accept"]
+        for thread in bridges:
+            thread.join(timeout)
+
+    def close(self) -> None:
+        """Stop accepting, close every bridged connection and its port-forward."""
+        self._closed.set()
+        if self._listener is not None:
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._listener.close()
+        with self._lock:
+            sockets, threads = list(self._sockets), list(self._threads)
+        for sock in sockets:
+            self._shut(sock)
+        for thread in threads:
+            thread.join(2.0)
+
+
+def open_pod_forward(params: dict[str, Any], timeout: float) -> PortForwarder:
+    """Resolve the pod from the ``kube_port_forward`` option and return a PortForwarder
+    (not yet entered) that forwards to it through the API server."""
+    target = target_from_params(params)
+    api = load_core_api(params.get("kubeconfig"), params.get("context"))
+    pod = resolve_pod(api, target, timeout)
+    return PortForwarder(api_remote_opener(api, target.namespace, pod, target.port),
+                         f"pod {target.namespace}/{pod} port {target.port}")
