@@ -2,30 +2,14 @@
 comparison, immutability, validation, subject overlap, canary events, percentiles."""
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
-from pathlib import Path
 
 import pytest
 
-MODULE_UTILS = Path(__file__).resolve().parents[2] / "module_utils"
+from module_utils_loader import load_module_utils
 
-
-def _load(name: str):
-    """Import module_utils/<name>.py as Ansible would expose it (ansible.module_utils.<name>)."""
-    qualified = f"ansible.module_utils.{name}"
-    if qualified in sys.modules:
-        return sys.modules[qualified]
-    spec = importlib.util.spec_from_file_location(qualified, MODULE_UTILS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[qualified] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-cfg = _load("tapio_nats_config")
-probe = _load("tapio_nats_probe")
+cfg = load_module_utils("tapio_nats_config")
+probe = load_module_utils("tapio_nats_probe")
 NS = 1_000_000_000
 
 
@@ -222,7 +206,7 @@ def test_ack_floor_passed():
 
 
 def test_redact_url_hides_userinfo():
-    nats = _load("tapio_nats")
+    nats = load_module_utils("tapio_nats")
     assert nats.redact_url("nats://u:secret@host:4222") == "nats://host:4222"
 
 
