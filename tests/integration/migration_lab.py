@@ -13,6 +13,7 @@ import json
 import os
 import re
 import subprocess
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +69,8 @@ class MigrationLab:
     # --- running playbooks --------------------------------------------------------------------
     def playbook(self, *playbooks: str, extra: dict[str, Any] | None = None, args: tuple[str, ...] = ()) -> Run:
         extra_vars = {"tapio_namespace": self.namespace, "tapio_migration_nats_checks": False,
-                      "tapio_artifacts_dir": str(self.artifacts), **(extra or {})}
+                      "tapio_artifacts_dir": str(self.artifacts), "tapio_verify_ledger_url": "", "tapio_timeline_url": "",
+                      **(extra or {})}
         env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "ANSIBLE_NOCOLOR": "1",
                "ANSIBLE_FORCE_COLOR": "0"}
         proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), *playbooks, "-e", json.dumps(extra_vars), *args],
@@ -137,6 +139,29 @@ class MigrationLab:
             for obj in items:
                 versions[f"{kind}/{obj.metadata.name}"] = obj.metadata.resource_version
         return versions
+
+
+    def settled_resource_versions(self, timeout: float = 60.0) -> dict[str, str]:
+        """resourceVersions once the controllers have caught up with the test's own changes.
+
+        A Deployment or DaemonSet patched by the test gets a status write from its controller
+        a moment later; a "nothing changed" snapshot taken before that write would blame the
+        playbook for it. Settled means every workload's observedGeneration is current and two
+        snapshots a second apart agree.
+        """
+        deadline = time.monotonic() + timeout
+        previous: dict[str, str] | None = None
+        while True:
+            current = self.resource_versions()
+            workloads = [*self.apps.list_namespaced_daemon_set(self.namespace).items,
+                         *self.apps.list_namespaced_deployment(self.namespace).items]
+            observed = all((w.status.observed_generation or 0) >= w.metadata.generation for w in workloads)
+            if observed and current == previous:
+                return current
+            if time.monotonic() > deadline:
+                raise AssertionError(f"namespace {self.namespace} kept changing for {timeout}s: {current}")
+            previous = current
+            time.sleep(1.0)
 
 
 def make_lab(kube: KubeLab, prefix: str, tmp: Path) -> Iterator[MigrationLab]:

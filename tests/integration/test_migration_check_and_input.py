@@ -23,7 +23,7 @@ def lab(kube_lab: KubeLab, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 def test_check_diff_prints_the_plan_and_changes_nothing(lab: MigrationLab) -> None:
-    versions = lab.resource_versions()
+    versions = lab.settled_resource_versions()
     run = lab.playbook(*PHASES[:3], "playbooks/report.yml", args=("--check", "--diff"))
     assert run.rc == 0, run.explain()
     assert '+                                "value": "tapio.events.ebpf"' in run.stdout or \
@@ -36,7 +36,7 @@ def test_check_diff_prints_the_plan_and_changes_nothing(lab: MigrationLab) -> No
 def test_check_diff_after_a_migration_changes_nothing_either(lab: MigrationLab) -> None:
     run = lab.playbook(*PHASES[1:3])
     assert run.rc == 0, run.explain()
-    versions = lab.resource_versions()
+    versions = lab.settled_resource_versions()
     for extra in ({"tapio_rollback_mode": "restore"}, {"tapio_rollback_mode": "switch"}):
         check = lab.playbook("rollback.yml", extra=extra, args=("--check", "--diff"))
         assert check.rc == 0, check.explain()
@@ -61,7 +61,7 @@ def test_check_diff_after_a_migration_changes_nothing_either(lab: MigrationLab) 
 ], ids=["no-name-migrate", "no-name-collectors", "missing-ds-migrate", "missing-ds-collectors", "wrong-container"])
 def test_bad_input_fails_clearly_before_any_change(lab: MigrationLab, collectors: list, playbooks: list,
                                                    message: str) -> None:
-    versions = lab.resource_versions()
+    versions = lab.settled_resource_versions()
     run = lab.playbook(*playbooks, extra={"tapio_collectors": collectors, "tapio_collectors_require_pipeline": False})
     assert run.rc != 0, run.explain()
     assert message in run.stdout, run.explain()
@@ -77,7 +77,7 @@ def test_preflight_flags_a_pipeline_strategy_without_a_ready_pod(lab: MigrationL
     original = lab.deployment()["spec"]["strategy"]
     lab.apps.patch_namespaced_deployment("tapio-pipeline", lab.namespace, {"spec": {"strategy": strategy}})
     try:
-        versions = lab.resource_versions()
+        versions = lab.settled_resource_versions()
         run = lab.playbook("playbooks/preflight.yml", extra={"migration_preflight_probe": False})
         assert run.rc != 0, run.explain()
         assert message in run.stdout, run.explain()
@@ -85,3 +85,17 @@ def test_preflight_flags_a_pipeline_strategy_without_a_ready_pod(lab: MigrationL
     finally:
         lab.apps.patch_namespaced_deployment("tapio-pipeline", lab.namespace,
                                              {"spec": {"strategy": {**original, "type": original["type"]}}})
+
+
+def test_preflight_defers_nats_checks_until_this_run_installs_nats(lab: MigrationLab) -> None:
+    unreachable = {"tapio_migration_nats_checks": True, "tapio_nats_servers": ["nats://127.0.0.1:1"],
+                   "tapio_nats_monitor_urls": []}
+    deferred = lab.playbook("playbooks/preflight.yml", extra={**unreachable, "tapio_nats_install": True})
+    assert deferred.rc == 0, deferred.explain()
+    assert f"NATS is not installed yet (no StatefulSet {lab.namespace}/tapio-nats)" in deferred.stdout, deferred.explain()
+    # NATS provided from outside must be reachable before anything changes
+    external = lab.playbook("playbooks/preflight.yml", extra={**unreachable, "tapio_nats_install": False,
+                                                             "migration_preflight_probe": False})
+    assert external.rc != 0, external.explain()
+    assert "nats://127.0.0.1:1" in external.stdout, external.explain()
+    assert "NATS is not installed yet" not in external.stdout, external.explain()

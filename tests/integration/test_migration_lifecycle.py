@@ -87,7 +87,7 @@ def test_report_lists_every_changed_object_with_before_and_after(lab: MigrationL
 
 
 def test_migrate_again_changes_nothing(lab: MigrationLab) -> None:
-    versions = lab.resource_versions()
+    versions = lab.settled_resource_versions()
     run = lab.migrate()
     assert run.rc == 0, run.explain()
     assert run.changed == 0, run.explain()
@@ -113,7 +113,7 @@ def test_rollback_restore_returns_the_recorded_pod_templates(lab: MigrationLab, 
 
 
 def test_rollback_again_changes_nothing(lab: MigrationLab) -> None:
-    versions = lab.resource_versions()
+    versions = lab.settled_resource_versions()
     run = lab.rollback("restore")
     assert run.rc == 0, run.explain()
     assert run.changed == 0, run.explain()
