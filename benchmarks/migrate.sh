@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# Benchmark (not a test): wall time of migrate.yml on the lab, from the pre-migration
-# state, and of the idempotent re-run, with the simulator publishing throughout.
-# Uses whatever lab TAPIO_LAB_STATE/TAPIO_LAB_PORT_OFFSET point at; resets it first.
+# Benchmark (not a test): wall time of migrate.yml on the lab in one invocation, with the
+# simulator publishing throughout:
+#   1. migrate.yml from the pre-migration state (first run)
+#   2. migrate.yml again (idempotent re-run, changed=0)
+#   3. migrate.yml --check --diff
+#   4. rollback.yml -e tapio_rollback_mode=restore
+# and the ratios of 2 and 3 to 1, and the number of tasks each run executed.
+# Uses whatever lab TAPIO_LAB_STATE/TAPIO_LAB_PORT_OFFSET point at; resets it first and
+# leaves it rolled back. Extra arguments go to every ansible-playbook run.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -9,13 +15,30 @@ export PATH="$root/.venv/bin:$PATH"
 log=$(mktemp -d /tmp/tapio-migrate-bench.XXXXXX)
 now() { date +%s.%N; }
 secs() { python3 -c "print(f'{$2 - $1:.1f}')"; }
+recap() { grep -E '^lab ' "$1" | tr -s ' ' | sed 's/^lab : //'; }
+tasks() { grep -cE '^(TASK|RUNNING HANDLER) \[' "$1" || true; }
+declare -A took
+run() {  # name, then ansible-playbook arguments
+  local name=$1; shift
+  local t0 t1 rc=0
+  t0=$(now); ansible-playbook "$@" "${extra[@]}" >"$log/$name.log" 2>&1 || rc=$?; t1=$(now)
+  took[$name]=$(secs "$t0" "$t1")
+  printf '%-10s %7s s  %3s tasks  rc=%s  %s\n' "$name" "${took[$name]}" "$(tasks "$log/$name.log")" "$rc" "$(recap "$log/$name.log")"
+  [ "$rc" -eq 0 ] || { echo "$name failed, see $log/$name.log" >&2; exit "$rc"; }
+}
+extra=("$@")
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/{print $2}') GiB RAM"
-echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo '?'); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 scripts/lab up >"$log/up.log" 2>&1
 scripts/lab reset >"$log/reset.log" 2>&1
-t0=$(now); ansible-playbook migrate.yml >"$log/migrate.log" 2>&1; t1=$(now)
-echo "migrate.yml from the pre-migration state: $(secs "$t0" "$t1") s ($(grep -E '^lab ' "$log/migrate.log" | tr -s ' '))"
-t0=$(now); ansible-playbook migrate.yml >"$log/rerun.log" 2>&1; t1=$(now)
-echo "migrate.yml again (idempotent): $(secs "$t0" "$t1") s ($(grep -E '^lab ' "$log/rerun.log" | tr -s ' '))"
+run first migrate.yml
+run rerun migrate.yml
+run check migrate.yml --check --diff
+run rollback rollback.yml -e tapio_rollback_mode=restore
+python3 - "${took[first]}" "${took[rerun]}" "${took[check]}" <<'PY'
+import sys
+first, rerun, check = map(float, sys.argv[1:])
+print(f"re-run / first run: {100 * rerun / first:.0f} %   check / first run: {100 * check / first:.0f} %")
+PY
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "logs: $log"

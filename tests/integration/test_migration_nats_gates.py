@@ -145,12 +145,14 @@ async def _ack_everything(nats_lab: NatsLab, stream: str, consumer: str) -> int:
 def test_rollback_returns_the_collectors_then_waits_for_the_drain_before_the_pipeline(
         lab: MigrationLab, nats_lab: NatsLab, gate_stream: dict) -> None:
     """Nothing acks the stand-in pipeline consumer: the collectors go back, the drain wait
-    times out and the pipeline is not touched; once everything is acked the rollback completes."""
+    stalls (nothing moves for the progress deadline) and the pipeline is not touched; once
+    everything is acked the rollback completes."""
     pipeline_before = lab.deployment()
-    extra = gate_vars(gate_stream, tapio_rollback_drain_timeout=6)
+    extra = gate_vars(gate_stream, tapio_rollback_progress_deadline=6)
     run = lab.rollback("restore", extra=extra)
     assert run.rc != 0, run.explain()
-    assert "Wait until the pipeline's consumer has drained" in run.stdout, run.explain()
+    assert f"drain of consumer {gate_stream['stream']}/{gate_stream['consumer']}: no progress for 6s" in run.stdout, \
+        run.explain()
     assert all("TAPIO_OUTPUT_MODE" not in lab.env(name) for name in COLLECTORS)
     assert lab.deployment()["metadata"]["resourceVersion"] == pipeline_before["metadata"]["resourceVersion"]
 

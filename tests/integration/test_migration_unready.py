@@ -36,7 +36,7 @@ def test_unready_collector_is_restored_and_stops_the_run(lab: MigrationLab) -> N
     run = lab.playbook("playbooks/collectors.yml", extra={
         "tapio_collectors_order": list(COLLECTORS),
         "tapio_collectors_container_overrides": NEVER_READY,
-        "tapio_collectors_rollout_timeout": 30,
+        "tapio_collectors_progress_deadline": 30,
     })
 
     assert run.rc != 0, run.explain()
@@ -58,7 +58,7 @@ def test_full_rollback_on_failure_also_restores_the_collectors_already_migrated(
     run = lab.playbook("playbooks/collectors.yml", extra={
         "tapio_collectors_order": list(COLLECTORS),
         "tapio_collectors_container_overrides": NEVER_READY,
-        "tapio_collectors_rollout_timeout": 30,
+        "tapio_collectors_progress_deadline": 30,
         "tapio_full_rollback_on_failure": True,
     })
     assert run.rc != 0, run.explain()

@@ -1,4 +1,4 @@
-"""Unit tests for the migration's env merge (library/tapio_workload_env.py)."""
+"""Unit tests for the migration's env merge (module_utils/tapio_workload.py)."""
 from __future__ import annotations
 
 import copy
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "library"))
+from module_utils_loader import load_module_utils
 
-import tapio_workload_env as twe  # noqa: E402
+twe = load_module_utils("tapio_workload")
 
 SECRET = {"secretKeyRef": {"name": "tapio-nats-auth", "key": "NATS_PASSWORD"}}
 NODE = {"fieldRef": {"apiVersion": "v1", "fieldPath": "spec.nodeName"}}

@@ -1,0 +1,406 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: Tapio NATS migration toolkit contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: tapio_migration
+short_description: Run one phase of the Tapio NATS migration (read, plan, change, wait) in one call
+description:
+  - The migration engine. Each call runs one O(phase) against the Kubernetes API and NATS in
+    one process - it reads every workload the phase needs once, computes the plan in Python
+    (module_utils/tapio_workload.py), applies it, and waits until it has taken effect.
+  - Waits follow progress, as Kubernetes' progressDeadlineSeconds does - a rollout, drain or
+    consumer-lag gate fails when nothing has progressed for O(progress_deadline) seconds (or
+    O(gate.timeout) for the NATS gates), not after a fixed total.
+  - Pre-migration records are kept in the state ConfigMap and as local files under
+    O(state.dir); an existing record is never overwritten and a migrated spec is never recorded.
+  - Kubernetes calls retry 429, 5xx and connection errors, bounded and logged; a restore
+    that meets a 409 conflict re-reads the object and applies again. JetStream API timeouts
+    and no-responders (a leader election) are retried the same way.
+  - Check mode returns the plan (and diff in diff mode) and changes nothing; no wait runs.
+version_added: "1.1.0"
+author: Tapio NATS migration toolkit
+extends_documentation_fragment:
+  - tapio_nats
+options:
+  phase:
+    description:
+      - C(preflight) checks the namespace, every permission (SelfSubjectAccessReview), the
+        workloads and containers, the pipeline's rollout strategy, the credentials Secret and
+        whether NATS is installed yet (RV(nats_deferred)).
+      - C(probe) runs (or judges again) a short-lived Job from O(probe.definition) that resolves
+        the NATS service and opens its port from the collectors' namespace; a pod on a node
+        simulated by kwok is reported as unproven, never as success.
+      - C(pipeline) checks the stream and the durable consumer exist, records the pipeline and
+        sets O(env) in its container, then waits for its rollout.
+      - C(collectors_plan) records every collector and returns RV(batches) (canary first).
+      - C(collectors_batch) switches the collectors of O(batch) and gates them; a failed gate
+        returns them to their records (and every other collector with O(full_rollback)).
+      - C(verify) checks output modes, rollouts and the pipeline consumer's lag.
+      - C(rollback) returns the collectors, waits for the consumer to drain, then the pipeline
+        (O(rollback_mode)).
+      - C(report) returns RV(report), each workload against its record, and RV(nats_snapshot).
+      - C(ledger) reads the lab simulator's event ledger at O(ledger_url) and fails on any lost
+        or duplicated event.
+    type: str
+    required: true
+    choices: [preflight, probe, pipeline, collectors_plan, collectors_batch, verify, rollback, report, ledger]
+  kubeconfig:
+    description: Kubeconfig file; the in-cluster service account when unset and running in a pod.
+    type: path
+  context:
+    description: Context of O(kubeconfig).
+    type: str
+  namespace:
+    description: Namespace of the workloads and of the state ConfigMap.
+    type: str
+    default: tapio
+  pipeline:
+    description: The pipeline Deployment, C({name, container}).
+    type: dict
+    default: {name: tapio-pipeline, container: pipeline}
+  collectors:
+    description: The collector DaemonSets, each C({name, container, subject_prefix}).
+    type: list
+    elements: dict
+    default: []
+  mode_env:
+    description: The output-mode env var.
+    type: str
+    default: TAPIO_OUTPUT_MODE
+  nats_value:
+    description: Its value in NATS mode.
+    type: str
+    default: nats
+  direct_value:
+    description: Its value in direct (gRPC) mode.
+    type: str
+    default: direct
+  state:
+    description: Where records live, C({configmap, dir, labels}).
+    type: dict
+    default: {}
+  stream:
+    description: The events stream.
+    type: str
+    default: TAPIO_EVENTS
+  consumer:
+    description: The pipeline's durable consumer.
+    type: str
+    default: tapio-pipeline
+  nats_checks:
+    description: Read NATS in the gates, verify, rollback drain and report; false skips those reads.
+    type: bool
+    default: true
+  progress_deadline:
+    description: Seconds a rollout or drain may go without progress before it fails.
+    type: float
+    default: 120
+  poll_interval:
+    description: Seconds between two reads while waiting.
+    type: float
+    default: 2
+  env:
+    description:
+      - C(pipeline), C(collectors_*) - env entries set in the owned container, each C({name, value})
+        or C({name, valueFrom}); every other entry is kept.
+    type: list
+    elements: dict
+    default: []
+  subject_prefix_env:
+    description: C(collectors_*) - env var that carries each collector's subject prefix.
+    type: str
+    default: NATS_SUBJECT_PREFIX
+  pod_annotations:
+    description: C(collectors_*) - pod-template annotations per collector name, set when it switches.
+    type: dict
+    default: {}
+  container_overrides:
+    description: C(collectors_*) - fields merged into the owned container per collector name.
+    type: dict
+    default: {}
+  order:
+    description: C(collectors_plan) - rollout order (names); default the order of O(collectors).
+    type: list
+    elements: str
+    default: []
+  batch_size:
+    description: C(collectors_plan) - collectors per batch after the canary.
+    type: int
+    default: 1
+  batch:
+    description: C(collectors_batch) - the names of the batch to switch.
+    type: list
+    elements: str
+    default: []
+  require_pipeline:
+    description: C(collectors_plan) - refuse while the pipeline does not consume from NATS.
+    type: bool
+    default: true
+  gate:
+    description:
+      - C(collectors_batch), C(verify) - C(consumer_prefix) of the temporary gate consumers,
+        C(timeout) seconds without progress for the NATS gates, C(max_pending) the pipeline
+        consumer's allowed backlog.
+    type: dict
+    default: {}
+  full_rollback:
+    description: C(collectors_batch) - on a failed gate also return every other collector.
+    type: bool
+    default: false
+  permissions:
+    description: C(preflight) - each C({group, resource, verbs, namespace}) the run needs.
+    type: list
+    elements: dict
+    default: []
+  secret:
+    description: C(preflight) - C({name, keys}) of the credentials Secret to require; empty name skips.
+    type: dict
+    default: {}
+  nats_install:
+    description: C(preflight) - C({enabled, namespace, name}) of the NATS StatefulSet this run installs.
+    type: dict
+    default: {}
+  fail_on_unsafe_strategy:
+    description: C(preflight) - fail (not warn) on a pipeline strategy that could leave no ready pod.
+    type: bool
+    default: true
+  probe:
+    description:
+      - C(probe) - C(definition) the Job to create, C(target) the C(host:port) it tests,
+        C(timeout) seconds to wait for it, C(fresh) delete an earlier Job first, C(required)
+        fail on a failed probe, C(simulated_node_annotation) the annotation of a kwok node.
+    type: dict
+    default: {}
+  expected_mode:
+    description: C(verify) - output mode every workload must run in.
+    type: str
+    default: nats
+  rollback_mode:
+    description: C(rollback) - C(switch) sets direct mode; C(restore) re-applies the records.
+    type: str
+    choices: [switch, restore]
+    default: switch
+  drain:
+    description: C(rollback) - wait for the pipeline consumer to drain before the pipeline goes back.
+    type: bool
+    default: true
+  ledger_url:
+    description: C(ledger) - base URL of the lab simulator.
+    type: str
+    default: ""
+  ledger_settle:
+    description: C(ledger) - seconds the ledger may wait for in-flight events.
+    type: int
+    default: 60
+notes:
+  - Check mode and diff mode are supported.
+  - Runs where the host's connection runs it (the control node for the lab's local connection);
+    records are written under O(state.dir) there.
+"""
+
+EXAMPLES = r"""
+- name: Point the pipeline at NATS
+  ansible.legacy.tapio_migration:
+    phase: pipeline
+    kubeconfig: ~/.kube/config
+    namespace: tapio
+    pipeline: {name: tapio-pipeline, container: pipeline}
+    state: {configmap: tapio-migration-state, dir: .artifacts/prod/state/tapio, labels: {}}
+    env:
+      - {name: TAPIO_OUTPUT_MODE, value: nats}
+      - {name: NATS_URL, value: "nats://tapio-nats:4222"}
+    servers: ["nats://127.0.0.1:4222"]
+
+- name: Plan the collectors' batches
+  ansible.legacy.tapio_migration:
+    phase: collectors_plan
+    collectors:
+      - {name: tapio-k8s-collector, container: k8s-collector, subject_prefix: tapio.events.k8s}
+  register: plan
+"""
+
+RETURN = r"""
+steps:
+  description: What the phase did, one line each with seconds since it started.
+  returned: always
+  type: list
+  elements: str
+nats_deferred:
+  description: C(preflight) - NATS is not installed yet, so its checks wait for the nats phase.
+  returned: phase preflight
+  type: bool
+warnings_found:
+  description: C(preflight) - problems that only warn (for example an unsafe strategy when allowed).
+  returned: phase preflight
+  type: list
+  elements: str
+batches:
+  description: C(collectors_plan) - each C({names, changes}); C(changes) are the collectors that switch.
+  returned: phase collectors_plan
+  type: list
+  elements: dict
+probe:
+  description: C(probe) - C(outcome) (passed, failed, unproven), C(node) and C(detail).
+  returned: phase probe
+  type: dict
+switched:
+  description: C(collectors_batch) - collectors switched by this call.
+  returned: phase collectors_batch
+  type: list
+  elements: str
+report:
+  description: C(report) - namespace, workloads (kind, name, env added/removed/changed, before, after), changed.
+  returned: phase report
+  type: dict
+nats_snapshot:
+  description: C(report) - stream messages and the consumer's counters at report time.
+  returned: phase report
+  type: dict
+message:
+  description: C(ledger) - the ledger's verdict.
+  returned: phase ledger
+  type: str
+diff:
+  description: Per changed object, before and after (env of the owned container, or the whole record).
+  returned: diff mode, when something changes
+  type: list
+"""
+
+import json
+import traceback
+from typing import Any
+
+from ansible.module_utils.basic import env_fallback
+from ansible.module_utils.tapio_engine import Engine, EngineError, ledger_verdict
+from ansible.module_utils.tapio_kube import KUBERNETES_IMPORT_ERROR, KUBERNETES_REQUIREMENT, Kube, KubeError
+from ansible.module_utils.tapio_nats import NatsModuleError, exit_with_result, nats_module
+from ansible.module_utils.tapio_nats_session import NatsSession
+from ansible.module_utils.tapio_workload import WorkloadError
+from ansible.module_utils.urls import open_url
+from ansible.module_utils.basic import missing_required_lib
+
+ARGUMENT_SPEC: dict[str, Any] = {
+    "phase": {"type": "str", "required": True, "choices": [
+        "preflight", "probe", "pipeline", "collectors_plan", "collectors_batch", "verify", "rollback", "report", "ledger"]},
+    "kubeconfig": {"type": "path", "fallback": (env_fallback, ["K8S_AUTH_KUBECONFIG"])},
+    "context": {"type": "str", "fallback": (env_fallback, ["K8S_AUTH_CONTEXT"])},
+    "namespace": {"type": "str", "default": "tapio"},
+    "pipeline": {"type": "dict", "default": {"name": "tapio-pipeline", "container": "pipeline"}},
+    "collectors": {"type": "list", "elements": "dict", "default": []},
+    "mode_env": {"type": "str", "default": "TAPIO_OUTPUT_MODE"},
+    "nats_value": {"type": "str", "default": "nats"},
+    "direct_value": {"type": "str", "default": "direct"},
+    "state": {"type": "dict", "default": {}},
+    "stream": {"type": "str", "default": "TAPIO_EVENTS"},
+    "consumer": {"type": "str", "default": "tapio-pipeline"},
+    "nats_checks": {"type": "bool", "default": True},
+    "progress_deadline": {"type": "float", "default": 120},
+    "poll_interval": {"type": "float", "default": 2},
+    "env": {"type": "list", "elements": "dict", "default": []},
+    "subject_prefix_env": {"type": "str", "default": "NATS_SUBJECT_PREFIX"},
+    "pod_annotations": {"type": "dict", "default": {}},
+    "container_overrides": {"type": "dict", "default": {}},
+    "order": {"type": "list", "elements": "str", "default": []},
+    "batch_size": {"type": "int", "default": 1},
+    "batch": {"type": "list", "elements": "str", "default": []},
+    "require_pipeline": {"type": "bool", "default": True},
+    "gate": {"type": "dict", "default": {}},
+    "full_rollback": {"type": "bool", "default": False},
+    "permissions": {"type": "list", "elements": "dict", "default": []},
+    "secret": {"type": "dict", "default": {}},
+    "nats_install": {"type": "dict", "default": {}},
+    "fail_on_unsafe_strategy": {"type": "bool", "default": True},
+    "probe": {"type": "dict", "default": {}},
+    "expected_mode": {"type": "str", "default": "nats"},
+    "rollback_mode": {"type": "str", "default": "switch", "choices": ["switch", "restore"]},
+    "drain": {"type": "bool", "default": True},
+    "ledger_url": {"type": "str", "default": ""},
+    "ledger_settle": {"type": "int", "default": 60},
+}
+
+STATE_DEFAULTS = {"configmap": "tapio-migration-state", "dir": ".artifacts/state", "labels": {}}
+GATE_DEFAULTS = {"consumer_prefix": "tapio-migration-gate-", "timeout": 60, "max_pending": 1000}
+
+
+def read_ledger(url: str, settle: int) -> dict[str, Any]:
+    response = open_url(f"{url.rstrip('/')}/ledger?settle={settle}", timeout=settle + 30)
+    return json.loads(response.read() or b"{}")
+
+
+def check_targets(params: dict[str, Any]) -> None:
+    """Bad input named before anything is read or changed."""
+    pipeline = params["pipeline"] or {}
+    incomplete = [c for c in params["collectors"] if not all(c.get(k) for k in ("name", "container", "subject_prefix"))]
+    if not pipeline.get("name") or not pipeline.get("container") or incomplete:
+        raise EngineError("tapio_pipeline needs name and container, and every entry of tapio_collectors needs name, "
+                          f"container and subject_prefix; got tapio_pipeline={pipeline} and incomplete "
+                          f"tapio_collectors entries {incomplete}.")
+
+
+def run_phase(engine: Engine, phase: str) -> dict[str, Any]:
+    if phase == "preflight":
+        found = engine.preflight()
+        return {"nats_deferred": found["nats_deferred"], "warnings_found": found["warnings"],
+                "output_modes": found["output_modes"]}
+    if phase == "probe":
+        return engine.probe()
+    if phase == "pipeline":
+        return engine.pipeline_phase()
+    if phase == "collectors_plan":
+        return engine.collectors_plan()
+    if phase == "collectors_batch":
+        return engine.collectors_batch()
+    if phase == "verify":
+        return engine.verify()
+    if phase == "rollback":
+        return engine.rollback()
+    return engine.report()
+
+
+def main() -> None:
+    module = nats_module(ARGUMENT_SPEC, supports_check_mode=True)
+    params = dict(module.params)
+    params["state"] = {**STATE_DEFAULTS, **(params["state"] or {})}
+    params["gate"] = {**GATE_DEFAULTS, **(params["gate"] or {})}
+    phase = params["phase"]
+    if phase == "ledger":
+        if module.check_mode:
+            module.exit_json(changed=False, steps=["check mode: the ledger is read after a real run"])
+        try:
+            message = ledger_verdict(read_ledger(params["ledger_url"], params["ledger_settle"]),
+                                     params["ledger_url"], params["ledger_settle"])
+        except EngineError as error:
+            module.fail_json(msg=str(error))
+        except Exception as error:  # an unreachable ledger is a failed check, named
+            module.fail_json(msg=f"cannot read the event ledger at {params['ledger_url']}: {error}")
+        module.exit_json(changed=False, message=message, steps=[message])
+    if KUBERNETES_IMPORT_ERROR is not None:
+        module.fail_json(msg=missing_required_lib(KUBERNETES_REQUIREMENT), exception=KUBERNETES_IMPORT_ERROR)
+    steps: list[str] = []
+    engine = None
+    nats = None
+    try:
+        check_targets(params)
+        kube = Kube(params["kubeconfig"], params["context"], log=steps.append)
+        nats = NatsSession(params, log=steps.append)
+        engine = Engine(params, kube, nats, module.check_mode)
+        engine.steps = steps
+        result = run_phase(engine, phase)
+    except (EngineError, KubeError, NatsModuleError, WorkloadError, ValueError) as error:
+        partial = {"steps": steps, "changed": bool(engine and engine.changed)}
+        module.fail_json(msg=str(error), **partial)
+    except Exception as error:  # pragma: no cover - a bug, reported with its trace
+        module.fail_json(msg=f"{phase} failed: {type(error).__name__}: {error}", exception=traceback.format_exc(),
+                         steps=steps)
+    finally:
+        if nats is not None:
+            nats.close()
+    exit_with_result(module, {"changed": engine.changed, "steps": steps, "diff": engine.diff, **result})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,654 @@
+# -*- coding: utf-8 -*-
+# Copyright: Tapio NATS migration toolkit contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""The migration engine: every phase's reads, plan, changes and waits in one process.
+
+The roles call it through library/tapio_migration.py, once per phase (the collectors once
+per batch, so a person sees each batch pass). Decisions are the pure functions of
+tapio_workload; this module only sequences them against the Kubernetes API (tapio_kube)
+and NATS (tapio_nats_session), and keeps a log of what it did, with times, for the output.
+
+Waits follow progress, as Kubernetes' progressDeadlineSeconds does: a rollout, drain or lag
+gate fails when its progress marker has not moved for ``progress_deadline`` seconds, never
+after a fixed total, so a 1,000-pod DaemonSet rolling one pod at a time is not failed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from ansible.module_utils.tapio_kube import Kube, KubeError
+from ansible.module_utils.tapio_nats import JetStreamApi, NatsModuleError
+from ansible.module_utils.tapio_workload import (
+    WorkloadError, access_review, collector_batches, env_diff, find_container, job_finished, ledger_problems,
+    needed_permissions, object_diff, order_problem, output_mode_of, pod_template_hash, record_file,
+    probe_verdict, record_key, record_of, report_entry, restore_of, rollout_state, select_record,
+    strategy_problem, switch_patch)
+
+CONFLICT_RETRIES = 5
+
+
+class EngineError(Exception):
+    """A phase that cannot go on; the message names the object and the cause."""
+
+
+class Stalled(EngineError):
+    """A wait whose progress marker did not move for the progress deadline."""
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: str
+    name: str
+    container: str
+    subject_prefix: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+
+def wait_for_progress(poll: Callable[[], tuple[bool, Any, str]], what: str, deadline: float, interval: float,
+                      clock: Callable[[], float] = time.monotonic,
+                      sleep: Callable[[float], None] = time.sleep) -> str:
+    """Poll until done; fail when the marker has not changed for *deadline* seconds.
+
+    ``poll()`` returns (done, marker, summary). The first answer starts the clock."""
+    marker: Any = object()
+    changed_at = clock()
+    while True:
+        done, current, summary = poll()
+        if done:
+            return summary
+        now = clock()
+        if current != marker:
+            marker, changed_at = current, now
+        elif now - changed_at >= deadline:
+            raise Stalled(f"{what}: no progress for {deadline:g}s ({summary})")
+        sleep(interval)
+
+
+def targets_from(pipeline: dict[str, Any], collectors: list[dict[str, Any]]) -> tuple[Target, list[Target]]:
+    return (Target("Deployment", pipeline["name"], pipeline["container"]),
+            [Target("DaemonSet", c["name"], c["container"], c.get("subject_prefix") or "") for c in collectors])
+
+
+class Engine:
+    """One phase's run. ``params`` are the tapio_migration module's options."""
+
+    def __init__(self, params: dict[str, Any], kube: Kube, nats: Any, check_mode: bool,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.p, self.kube, self.nats, self.check = params, kube, nats, check_mode
+        self.clock, self.sleep = clock, sleep
+        self.started = clock()
+        self.steps: list[str] = []
+        self.diff: list[dict[str, Any]] = []
+        self.changed = False
+        self.namespace: str = params["namespace"]
+        self.pipeline, self.collectors = targets_from(params["pipeline"], params["collectors"])
+        self.mode_env: str = params["mode_env"]
+
+    # -- output ---------------------------------------------------------------------------
+    def log(self, message: str) -> None:
+        self.steps.append(f"[{self.clock() - self.started:6.1f}s] {message}")
+
+    # -- reads ----------------------------------------------------------------------------
+    def read(self, target: Target) -> Optional[dict[str, Any]]:
+        return self.kube.get(target.kind, self.namespace, target.name)
+
+    def read_all(self, targets: list[Target]) -> dict[str, dict[str, Any]]:
+        """Every target's live object; fails naming each one that does not exist."""
+        live = {t.name: self.read(t) for t in targets}
+        absent = [t.name for t in targets if live[t.name] is None]
+        if absent:
+            raise EngineError(f"Not found in namespace {self.namespace}: {', '.join(absent)}. "
+                              "Check tapio_namespace, tapio_pipeline and tapio_collectors.")
+        return live  # type: ignore[return-value]
+
+    def mode(self, live: dict[str, Any], target: Target) -> Optional[str]:
+        return output_mode_of(live, target.container, self.mode_env)
+
+    # -- records --------------------------------------------------------------------------
+    def state_dir(self) -> str:
+        """Local records of this namespace: <state.dir>/<namespace>."""
+        return os.path.join(self.p["state"]["dir"], self.namespace)
+
+    def read_file(self, target: Target) -> str:
+        path = os.path.join(self.state_dir(), record_file(target.kind, target.name))
+        try:
+            with open(path, encoding="utf-8") as handle:
+                return handle.read().rstrip()
+        except FileNotFoundError:
+            return ""
+
+    def load_records(self, targets: list[Target], live: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Per target: source (configmap, artifact, live, none), text and record."""
+        configmap = self.kube.get("ConfigMap", self.namespace, self.p["state"]["configmap"]) or {}
+        data = configmap.get("data") or {}
+        plan = {}
+        for target in targets:
+            key = record_key(target.kind, target.name)
+            on_disk = self.read_file(target)
+            migrated = self.mode(live[target.name], target) == self.p["nats_value"]
+            source, text = select_record(key, data, on_disk, live[target.name], migrated)
+            record = json.loads(text) if text else None
+            if record is not None and output_mode_of(record, target.container, self.mode_env) == self.p["nats_value"]:
+                raise EngineError(
+                    f"The recorded spec of {target.label} (from {source}) already runs in {self.mode_env}="
+                    f"{self.p['nats_value']} mode; it is not a pre-migration record. Fix or delete key {key} in "
+                    f"ConfigMap {self.namespace}/{self.p['state']['configmap']} and the files under {self.state_dir()}.")
+            plan[target.name] = {"target": target, "key": key, "source": source, "text": text, "record": record,
+                                 "in_configmap": key in data, "on_disk": bool(on_disk), "configmap": configmap}
+        return plan
+
+    def record(self, targets: list[Target], live: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Record each target's spec before the migration changes it (ConfigMap and local file);
+        an existing record is never overwritten, a migrated spec never recorded."""
+        plan = self.load_records(targets, live)
+        unrecordable = [name for name, entry in plan.items() if entry["source"] == "none"]
+        if unrecordable:
+            raise EngineError(
+                f"{', '.join(unrecordable)} already run(s) with {self.mode_env}={self.p['nats_value']} but no "
+                f"pre-migration record exists (ConfigMap {self.namespace}/{self.p['state']['configmap']}, "
+                f"{self.state_dir()}). Refusing to record a migrated spec as the original; restore the workload's "
+                "original spec first.")
+        missing = {e["key"]: e["text"] for e in plan.values() if not e["in_configmap"]}
+        if missing:
+            self.write_configmap(missing, next(iter(plan.values()))["configmap"])
+        for entry in plan.values():
+            if not entry["on_disk"]:
+                self.write_file(entry["target"], entry["text"])
+        for entry in plan.values():
+            if entry["source"] == "live":
+                target = entry["target"]
+                self.log(f"recorded {target.label} (generation {live[target.name]['metadata'].get('generation')}, "
+                         f"pod template {pod_template_hash(live[target.name])})")
+        return plan
+
+    def write_configmap(self, missing: dict[str, str], configmap: dict[str, Any]) -> None:
+        name = self.p["state"]["configmap"]
+        self.changed = True
+        self.diff.append({"before": "", "after": "".join(f"{k}\n" for k in sorted(missing)),
+                          "before_header": f"ConfigMap {self.namespace}/{name} keys",
+                          "after_header": f"ConfigMap {self.namespace}/{name} keys"})
+        if self.check:
+            return
+        if configmap:
+            self.kube.patch("ConfigMap", self.namespace, name, {"data": missing})
+        else:
+            self.kube.create("ConfigMap", self.namespace, {
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": self.namespace, "labels": self.p["state"]["labels"]},
+                "data": missing})
+
+    def write_file(self, target: Target, text: str) -> None:
+        path = os.path.join(self.state_dir(), record_file(target.kind, target.name))
+        self.changed = True
+        if self.check:
+            return
+        os.makedirs(self.state_dir(), mode=0o755, exist_ok=True)
+        with open(path, "x", encoding="utf-8") as handle:
+            handle.write(text + "\n")
+        os.chmod(path, 0o644)
+
+    # -- changes --------------------------------------------------------------------------
+    def apply_patch(self, target: Target, live: dict[str, Any], patch: dict[str, Any], env: list[dict[str, Any]]) -> None:
+        self.changed = True
+        self.diff.append(env_diff(live, target.container, env))
+        if self.check:
+            self.log(f"would patch {target.label}")
+            return
+        self.kube.patch(target.kind, self.namespace, target.name, patch)
+        self.log(f"patched {target.label}")
+
+    def restore(self, target: Target, record: dict[str, Any]) -> bool:
+        """Replace the live object with its record where they differ; a 409 (someone else
+        wrote in between) re-reads and re-applies, bounded. True when it replaced."""
+        for attempt in range(1, CONFLICT_RETRIES + 1):
+            live = self.read(target)
+            if live is None:
+                raise EngineError(f"{target.label} no longer exists in namespace {self.namespace}")
+            needed, definition = restore_of(live, record)
+            if not needed:
+                return False
+            if attempt == 1:
+                self.changed = True
+                self.diff.append(object_diff(record_of(live), record, f"{target.label} (restore)"))
+            if self.check:
+                self.log(f"would restore {target.label} to its record")
+                return True
+            try:
+                self.kube.replace(target.kind, self.namespace, target.name, definition)
+                self.log(f"restored {target.label} to its record")
+                return True
+            except KubeError as error:
+                if error.status != 409 or attempt == CONFLICT_RETRIES:
+                    raise
+                self.log(f"{target.label} changed while restoring (409); reading it again (attempt {attempt})")
+        return True  # pragma: no cover - the loop returns or raises
+
+    # -- waits ----------------------------------------------------------------------------
+    def wait_rollout(self, target: Target, deadline: Optional[float] = None) -> None:
+        deadline = float(deadline or self.p["progress_deadline"])
+
+        def poll() -> tuple[bool, Any, str]:
+            return rollout_state(self.read(target))
+
+        summary = wait_for_progress(poll, f"rollout of {target.label}", deadline, self.p["poll_interval"],
+                                    self.clock, self.sleep)
+        self.log(f"{target.label} rolled out: {summary}")
+
+    # -- NATS -----------------------------------------------------------------------------
+    def consumer(self, name: str) -> Optional[dict[str, Any]]:
+        stream = self.p["stream"]
+
+        async def info(api: JetStreamApi) -> Optional[dict[str, Any]]:
+            return await api.consumer_info(stream, name)
+
+        return self.nats.call(info, f"consumer {stream}/{name}")
+
+    def stream_exists(self) -> bool:
+        stream = self.p["stream"]
+
+        async def info(api: JetStreamApi) -> bool:
+            return await api.stream_info(stream) is not None
+
+        return self.nats.call(info, f"stream {stream}")
+
+    def create_gate_consumer(self, name: str, subject_prefix: str) -> None:
+        stream = self.p["stream"]
+        config = {"durable_name": name, "description": "Temporary gate of the NATS migration; counts the "
+                  "collector's new messages", "filter_subject": f"{subject_prefix}.>", "deliver_policy": "new",
+                  "ack_policy": "none", "replay_policy": "instant"}
+
+        async def create(api: JetStreamApi) -> None:
+            if await api.consumer_info(stream, name) is not None:
+                await api.request(f"$JS.API.CONSUMER.DELETE.{stream}.{name}")
+            await api.request(f"$JS.API.CONSUMER.CREATE.{stream}.{name}",
+                              {"stream_name": stream, "config": config, "action": "create"})
+
+        self.nats.call(create, f"gate consumer {name}")
+
+    def delete_consumer(self, name: str) -> None:
+        stream = self.p["stream"]
+
+        async def delete(api: JetStreamApi) -> None:
+            if await api.consumer_info(stream, name) is not None:
+                await api.request(f"$JS.API.CONSUMER.DELETE.{stream}.{name}")
+
+        self.nats.call(delete, f"delete consumer {name}")
+
+    # == phases =============================================================================
+    def preflight(self) -> dict[str, Any]:
+        """The pre-migration checklist; every problem is found before anything changes."""
+        namespace = self.kube.get("Namespace", None, self.namespace)
+        if namespace is None:
+            raise EngineError(f"Namespace {self.namespace} not found (tapio_namespace).")
+        secret = self.p["secret"] or {}
+        permissions = list(self.p["permissions"])
+        if secret.get("name"):
+            permissions.append({"group": "", "resource": "secrets", "verbs": ["get"]})
+        needed = needed_permissions(permissions)
+        answers = self.kube.allowed([access_review(n, self.namespace) for n in needed])
+        denied = [f"{n['label']}{' in ' + n['namespace'] if n['namespace'] else ''}"
+                  for n, ok in zip(needed, answers) if not ok]
+        if denied:
+            raise EngineError(f"The run's identity lacks permission(s) in namespace {self.namespace}: "
+                              f"{', '.join(denied)}.")
+        self.log(f"{len(needed)} permission(s) granted")
+        targets = [self.pipeline, *self.collectors]
+        live = {t.name: self.read(t) for t in targets}
+        missing = []
+        for target in targets:
+            obj = live[target.name]
+            if obj is None:
+                missing.append(f"{target.kind} {target.name} not found")
+                continue
+            try:
+                find_container(obj, target.container)
+            except WorkloadError:
+                missing.append(f"{target.kind} {target.name} has no container {target.container}")
+        if missing:
+            raise EngineError(f"In namespace {self.namespace}: {'; '.join(missing)}.")
+        warnings = []
+        problem = strategy_problem(live[self.pipeline.name])  # type: ignore[arg-type]
+        if problem and self.p["fail_on_unsafe_strategy"]:
+            raise EngineError(f"{problem} Set maxUnavailable 0 (and maxSurge 1) or more replicas.")
+        if problem:
+            warnings.append(problem)
+        if secret.get("name"):
+            found = self.kube.get("Secret", self.namespace, secret["name"])
+            absent = [k for k in secret.get("keys") or [] if k not in ((found or {}).get("data") or {})]
+            if found is None or absent:
+                raise EngineError(f"Secret {self.namespace}/{secret['name']} must exist with keys "
+                                  f"{', '.join(secret.get('keys') or [])} (the pods read the NATS credentials from it "
+                                  "by secretKeyRef).")
+        install = self.p["nats_install"] or {}
+        deferred = False
+        if install.get("enabled"):
+            deferred = self.kube.get("StatefulSet", install["namespace"], install["name"]) is None
+            if deferred:
+                self.log(f"NATS is not installed yet (no StatefulSet {install['namespace']}/{install['name']}): its "
+                         "health is checked by the nats phase after the install, and the DNS/connectivity probe runs "
+                         "right after it.")
+        modes = {t.name: self.mode(live[t.name], t) for t in targets}  # type: ignore[arg-type]
+        self.log("workloads: " + ", ".join(f"{t.label} ({modes[t.name] or 'unset'})" for t in targets))
+        return {"nats_deferred": deferred, "warnings": warnings, "output_modes": modes}
+
+    def probe(self) -> dict[str, Any]:
+        """A short-lived Job resolves the NATS service and opens its client port from the
+        collectors' namespace. An earlier probe Job is judged again (a re-run changes nothing)
+        unless a fresh one is asked for."""
+        spec = self.p["probe"]
+        job_name = spec["definition"]["metadata"]["name"]
+        job = self.kube.get("Job", self.namespace, job_name)
+        if job is not None and spec.get("fresh"):
+            self.changed = True
+            self.kube.delete("Job", self.namespace, job_name)
+            wait_for_progress(lambda: (self.kube.get("Job", self.namespace, job_name) is None, None, "deleting"),
+                              f"deletion of the earlier probe Job {job_name}", 60, 1, self.clock, self.sleep)
+            job = None
+        if job is None:
+            self.changed = True
+            self.kube.create("Job", self.namespace, spec["definition"])
+            self.log(f"created probe Job {job_name}")
+        timeout = float(spec.get("timeout") or 120)
+        ends = self.clock() + timeout
+        while not job_finished(job) and self.clock() < ends:
+            self.sleep(self.p["poll_interval"])
+            job = self.kube.get("Job", self.namespace, job_name)
+        pods = self.kube.list("Pod", self.namespace, f"job-name={job_name}")
+        node_name = ((pods[0] if pods else {}).get("spec") or {}).get("nodeName")
+        node = self.kube.get("Node", None, node_name) if node_name else None
+        verdict = probe_verdict(job, node, spec.get("simulated_node_annotation") or "", spec["target"],
+                                self.namespace, int(timeout))
+        self.log(f"NATS probe {verdict['outcome']}: {verdict['detail']}")
+        if verdict["outcome"] == "failed" and spec.get("required", True):
+            raise EngineError(f"NATS probe failed: {verdict['detail']}")
+        return {"probe": verdict}
+
+    def pipeline_phase(self) -> dict[str, Any]:
+        """Record the pipeline, then point it at NATS (the stream and its durable consumer first)."""
+        if self.p["nats_checks"]:
+            durable = self.consumer(self.p["consumer"]) if self.stream_exists() else None
+            if durable is None:
+                message = (f"Stream {self.p['stream']} with durable consumer {self.p['consumer']} must exist before "
+                           "the pipeline switches (phase streams).")
+                if not self.check:
+                    raise EngineError(message)
+                # The streams phase before this one created nothing in check mode.
+                self.log(f"check mode: {message}")
+        live = self.read_all([self.pipeline])
+        self.record([self.pipeline], live)
+        env = self.p["env"]
+        patch = switch_patch(live[self.pipeline.name], self.pipeline.container, env)
+        if patch:
+            self.apply_patch(self.pipeline, live[self.pipeline.name], patch, env)
+        else:
+            self.log(f"{self.pipeline.label} already consumes from NATS")
+        if not self.check:
+            self.wait_rollout(self.pipeline)
+        return {}
+
+    def collector_env(self, target: Target) -> list[dict[str, Any]]:
+        return [*self.p["env"], {"name": self.p["subject_prefix_env"], "value": target.subject_prefix}]
+
+    def collector_patch(self, target: Target, live: dict[str, Any]) -> Optional[dict[str, Any]]:
+        return switch_patch(live, target.container, self.collector_env(target),
+                            (self.p["pod_annotations"] or {}).get(target.name),
+                            (self.p["container_overrides"] or {}).get(target.name))
+
+    def ordered_collectors(self) -> list[Target]:
+        names = [t.name for t in self.collectors]
+        order = list(self.p["order"] or names)
+        problem = order_problem(order, names)
+        if problem:
+            raise EngineError(problem)
+        by_name = {t.name: t for t in self.collectors}
+        return [by_name[name] for name in order]
+
+    def collectors_plan(self) -> dict[str, Any]:
+        """Record every collector before changing any; the batches and what each changes."""
+        ordered = self.ordered_collectors()
+        live = self.read_all(ordered)
+        self.record(ordered, live)
+        if self.p["require_pipeline"]:
+            pipeline = self.read(self.pipeline)
+            mode = self.mode(pipeline, self.pipeline) if pipeline else None
+            if mode != self.p["nats_value"] and not self.check:
+                raise EngineError(
+                    f"Deployment {self.namespace}/{self.pipeline.name} does not run with {self.mode_env}="
+                    f"{self.p['nats_value']}: switch the pipeline first (phase pipeline), or events published by the "
+                    "collectors would have no consumer.")
+        batches = []
+        for names in collector_batches([t.name for t in ordered], int(self.p["batch_size"])):
+            changes = [n for n in names if self.collector_patch(self._collector(n), live[n]) is not None]
+            batches.append({"names": names, "changes": changes})
+        pending = [b for b in batches if b["changes"]]
+        self.log(f"{len(pending)} of {len(batches)} batch(es) to switch: "
+                 + ("; ".join(", ".join(b["changes"]) for b in pending) or "every collector already on NATS"))
+        return {"batches": batches}
+
+    def _collector(self, name: str) -> Target:
+        for target in self.collectors:
+            if target.name == name:
+                return target
+        raise EngineError(f"{name} is not in tapio_collectors")
+
+    def collectors_batch(self) -> dict[str, Any]:
+        """Switch one batch, then gate it: rollout, new messages on its subjects, pipeline
+        consumer keeping up. A failed gate returns the batch to its record and fails."""
+        batch = [self._collector(n) for n in self.p["batch"]]
+        live = self.read_all(batch)
+        changes = [(t, p) for t in batch if (p := self.collector_patch(t, live[t.name])) is not None]
+        if not changes:
+            self.log(f"{', '.join(t.name for t in batch)}: already on NATS")
+            return {"switched": []}
+        gates = self.p["nats_checks"] and not self.check
+        prefix = self.p["gate"]["consumer_prefix"]
+        gate = "switch"
+        try:
+            if gates:
+                for target, _ in changes:
+                    self.create_gate_consumer(prefix + target.name, target.subject_prefix)
+            for target, patch in changes:
+                self.apply_patch(target, live[target.name], patch, self.collector_env(target))
+            if self.check:
+                return {"switched": [t.name for t, _ in changes]}
+            gate = "rollout"
+            for target, _ in changes:
+                self.wait_rollout(target)
+            if gates:
+                gate = "subjects"
+                for target, _ in changes:
+                    self.wait_new_messages(prefix + target.name, target)
+                gate = "consumer lag"
+                self.wait_consumer_keeps_up()
+                for target, _ in changes:
+                    self.delete_consumer(prefix + target.name)
+        except (EngineError, KubeError, NatsModuleError, WorkloadError) as error:
+            self.fail_batch([t for t, _ in changes], gate, error, gates)
+        return {"switched": [t.name for t, _ in changes]}
+
+    def wait_new_messages(self, gate_consumer: str, target: Target) -> None:
+        def poll() -> tuple[bool, Any, str]:
+            info = self.consumer(gate_consumer) or {}
+            pending = int(info.get("num_pending") or 0)
+            return pending > 0, pending, f"{pending} new message(s) on {target.subject_prefix}.>"
+
+        summary = wait_for_progress(poll, f"new messages from {target.name}", float(self.p["gate"]["timeout"]),
+                                    self.p["poll_interval"], self.clock, self.sleep)
+        self.log(f"{target.name}: {summary}")
+
+    def wait_consumer_keeps_up(self) -> None:
+        """The pipeline's consumer at most max_pending behind; progress is its ack floor moving."""
+        max_pending = int(self.p["gate"]["max_pending"])
+
+        def poll() -> tuple[bool, Any, str]:
+            info = self.consumer(self.p["consumer"])
+            if info is None:
+                return False, "missing", f"consumer {self.p['consumer']} does not exist"
+            pending = int(info.get("num_pending") or 0)
+            floor = int((info.get("ack_floor") or {}).get("stream_seq") or 0)
+            return pending <= max_pending, floor, f"{pending} pending (at most {max_pending}), ack floor {floor}"
+
+        summary = wait_for_progress(poll, f"consumer {self.p['consumer']} keeping up", float(self.p["gate"]["timeout"]),
+                                    self.p["poll_interval"], self.clock, self.sleep)
+        self.log(f"consumer {self.p['consumer']}: {summary}")
+
+    def fail_batch(self, failed: list[Target], gate: str, error: BaseException, gates: bool) -> None:
+        names = [t.name for t in failed]
+        self.log(f"{', '.join(names)} failed the {gate} gate: {error}")
+        if gates:
+            for target in failed:
+                try:
+                    self.delete_consumer(self.p["gate"]["consumer_prefix"] + target.name)
+                except (NatsModuleError, EngineError) as cleanup:
+                    self.log(f"could not remove gate consumer of {target.name}: {cleanup}")
+        others = [t for t in self.collectors if t.name not in names] if self.p["full_rollback"] else []
+        self.restore_targets(failed + others)
+        raise EngineError(
+            f"Collector(s) {', '.join(names)} failed the {gate} gate ({str(error)[:300]}); returned to the recorded "
+            "state. " + ("Every other collector was returned to its recorded state too." if self.p["full_rollback"]
+                         else "Collectors switched earlier stay on NATS; those not reached yet were not touched."))
+
+    def restore_targets(self, targets: list[Target]) -> None:
+        live = self.read_all(targets)
+        plan = self.load_records(targets, live)
+        lost = [n for n, e in plan.items() if e["source"] == "none"]
+        if lost:
+            raise EngineError(
+                f"No pre-migration record of {', '.join(lost)} (ConfigMap {self.namespace}/"
+                f"{self.p['state']['configmap']} or {self.state_dir()}), and it runs in {self.mode_env}="
+                f"{self.p['nats_value']} mode; use rollback mode switch instead.")
+        restored = [e["target"] for e in plan.values()
+                    if e["source"] in ("configmap", "artifact") and self.restore(e["target"], e["record"])]
+        if not self.check:
+            for target in restored:
+                self.wait_rollout(target)
+
+    def verify(self) -> dict[str, Any]:
+        """Every workload in the expected output mode and rolled out; the consumer keeping up."""
+        if self.check:
+            self.log("check mode: the verify phase runs after a real run (nothing was changed, so nothing is verified)")
+            return {}
+        expected, direct = self.p["expected_mode"], self.p["direct_value"]
+        targets = [self.pipeline, *self.collectors]
+        live = self.read_all(targets)
+        wrong = []
+        for target in targets:
+            mode = self.mode(live[target.name], target)
+            if not (mode == expected or (mode is None and expected == direct)):
+                wrong.append(f"{target.name} ({mode or 'unset'})")
+        if wrong:
+            raise EngineError(f"Not in {self.mode_env}={expected} mode: {', '.join(wrong)}")
+        self.log(f"all {len(targets)} workloads run in {expected} mode")
+        for target in targets:
+            self.wait_rollout(target)
+        result: dict[str, Any] = {}
+        if self.p["nats_checks"] and expected != direct:
+            info = self.consumer(self.p["consumer"])
+            max_pending = int(self.p["gate"]["max_pending"])
+            if info is None:
+                raise EngineError(f"consumer {self.p['consumer']} of stream {self.p['stream']} does not exist")
+            if int(info.get("num_pending") or 0) > max_pending:
+                self.wait_consumer_keeps_up()
+            info = self.consumer(self.p["consumer"]) or {}
+            result["consumer"] = {k: info.get(k) for k in ("num_pending", "num_ack_pending", "num_redelivered")}
+            self.log(f"consumer {self.p['consumer']}: {info.get('num_pending')} pending, "
+                     f"{info.get('num_ack_pending')} awaiting ack")
+        return result
+
+    def rollback(self) -> dict[str, Any]:
+        """Collectors back first, then wait for the pipeline's consumer to drain, then the pipeline."""
+        self.rollback_targets(self.collectors)
+        if self.p["drain"] and not self.check:
+            self.wait_drained()
+        elif not self.p["drain"]:
+            self.log(f"drain not checked (tapio_rollback_drain false): the pipeline goes back without checking that "
+                     f"consumer {self.p['consumer']} has nothing pending; events still in the stream stay there")
+        self.rollback_targets([self.pipeline])
+        return {}
+
+    def rollback_targets(self, targets: list[Target]) -> None:
+        if self.p["rollback_mode"] == "restore":
+            self.restore_targets(targets)
+            return
+        live = self.read_all(targets)
+        env = [{"name": self.mode_env, "value": self.p["direct_value"]}]
+        switched = []
+        for target in targets:
+            # A workload that never had the switch (never migrated) is left alone.
+            if self.mode(live[target.name], target) is None:
+                continue
+            patch = switch_patch(live[target.name], target.container, env)
+            if patch:
+                self.apply_patch(target, live[target.name], patch, env)
+                switched.append(target)
+        if not self.check:
+            for target in switched:
+                self.wait_rollout(target)
+
+    def wait_drained(self) -> None:
+        stream, name = self.p["stream"], self.p["consumer"]
+        if not self.stream_exists():
+            self.log(f"stream {stream} does not exist: nothing to drain")
+            return
+
+        def poll() -> tuple[bool, Any, str]:
+            info = self.consumer(name)
+            if info is None:
+                return True, None, f"consumer {name} does not exist: nothing to drain"
+            pending, unacked = int(info.get("num_pending") or 0), int(info.get("num_ack_pending") or 0)
+            floor = int((info.get("ack_floor") or {}).get("stream_seq") or 0)
+            return (pending == 0 and unacked == 0, (pending, unacked, floor),
+                    f"{pending} pending, {unacked} awaiting ack, ack floor {floor}")
+
+        summary = wait_for_progress(poll, f"drain of consumer {stream}/{name}", float(self.p["progress_deadline"]),
+                                    self.p["poll_interval"], self.clock, self.sleep)
+        self.log(f"consumer {name} drained: {summary}")
+
+    def report(self) -> dict[str, Any]:
+        """Each workload against its record, and the NATS counters at report time."""
+        targets = [self.pipeline, *self.collectors]
+        live = self.read_all(targets)
+        plan = self.load_records(targets, live)
+        workloads = [report_entry(e["target"].kind, e["target"].name, e["target"].container, e["source"], e["record"],
+                                  live[name], self.mode_env) for name, e in plan.items() if e["source"] != "none"]
+        snapshot: dict[str, Any] = {}
+        if self.p["nats_checks"] and self.stream_exists():
+            stream = self.p["stream"]
+
+            async def state(api: JetStreamApi) -> Optional[dict[str, Any]]:
+                return await api.stream_info(stream)
+
+            info = self.nats.call(state, f"stream {stream}") or {}
+            consumer = self.consumer(self.p["consumer"]) or {}
+            snapshot = {"stream": stream, "messages": (info.get("state") or {}).get("messages", 0),
+                        "consumer": self.p["consumer"], "num_pending": consumer.get("num_pending"),
+                        "num_ack_pending": consumer.get("num_ack_pending")}
+        changed = [w["name"] for w in workloads if w["changed_from_record"]]
+        self.log(f"{len(changed)} of {len(workloads)} workload(s) differ from their pre-migration record "
+                 f"({', '.join(changed) or 'none'})")
+        return {"report": {"namespace": self.namespace, "output_mode_env": self.mode_env, "workloads": workloads,
+                           "changed": changed,
+                           "nats_stream": self.p["stream"] if self.p["nats_checks"] else None,
+                           "nats_consumer": self.p["consumer"] if self.p["nats_checks"] else None},
+                "nats_snapshot": snapshot}
+
+
+def ledger_verdict(ledger: dict[str, Any], url: str, settle: int) -> str:
+    """The success line for the lab's ledger, or EngineError naming what it shows."""
+    problems = ledger_problems(ledger)
+    if problems:
+        raise EngineError(f"The event ledger at {url} " + (
+            "did not settle within " + str(settle) + "s" if problems == ["did not settle"] else "shows: "
+            + "; ".join(problems)))
+    sources = ledger.get("sources") or {}
+    emitted = sum(int(row.get("emitted") or 0) for row in sources.values())
+    return (f"0 events lost and 0 delivered twice across {len(sources)} sources ({emitted} emitted), "
+            f"per the ledger at {url}")
+
