@@ -12,6 +12,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 export PATH="$root/.venv/bin:$PATH"
+# Each log ends with the 25 slowest tasks (benchmarks/callback_plugins/task_times.py).
+export ANSIBLE_CALLBACK_PLUGINS="$root/benchmarks/callback_plugins" ANSIBLE_CALLBACKS_ENABLED=task_times
 log=$(mktemp -d /tmp/tapio-migrate-bench.XXXXXX)
 now() { date +%s.%N; }
 secs() { python3 -c "print(f'{$2 - $1:.1f}')"; }

@@ -15,9 +15,12 @@ description:
     its lag) and of their consumers (num_pending, num_ack_pending, ack floor, redelivered).
   - With O(monitor_urls) it also reads each server's C(/healthz) and C(/jsz) for the meta
     cluster (leader, peers current and their lag), which an account user cannot see over the
-    client protocol.
+    client protocol. Peers are judged from the meta leader's C(/jsz?leader-only=true) only (a
+    follower lists the other peers as not current).
   - These are the facts the migration and rollback gates use; RV(healthy) and RV(problems)
-    summarise them.
+    summarise them. The algorithm lives in module_utils/tapio_nats_health.py.
+  - With O(wait) it asks again every O(wait_sleep) seconds until healthy, and fails after
+    O(wait_timeout) seconds with the last result and the progress it followed (RV(wait)).
 version_added: "1.0.0"
 author: Tapio NATS migration toolkit
 requirements:
@@ -43,6 +46,27 @@ options:
     description: Timeout in seconds for each monitoring request.
     type: float
     default: 5
+  monitor_only:
+    description:
+      - Only the monitoring endpoints in O(monitor_urls) (required then); no client connection,
+        so the connection options are ignored and RV(server), RV(account) and RV(streams) are not
+        returned. The nats_cluster role's health gate runs this way.
+    type: bool
+    default: false
+  jetstream:
+    description:
+      - Whether the servers are expected to run JetStream. V(false) (core NATS, for example the
+        nats-operator method) asks C(/healthz) without C(js-enabled-only) and reads no meta
+        cluster, account, streams or consumers.
+    type: bool
+    default: true
+  expected_peers:
+    description:
+      - The JetStream meta group size the cluster must have. When set, the meta leader must be
+        among O(monitor_urls) (only its view of the peers is reliable) and must see
+        C(cluster_size) equal to this with this many peers in all (itself and the others),
+        every one current. Needs O(monitor_urls).
+    type: int
   max_replica_lag:
     description:
       - A stream replica that is not current counts as a problem only when it is more than this
@@ -54,6 +78,20 @@ options:
     description: Fail when a stream named in O(streams) does not exist (otherwise it is listed in RV(missing_streams)).
     type: bool
     default: false
+  wait:
+    description:
+      - Ask again until RV(healthy) (the client connection, when used, is opened once). Skipped
+        in check mode (one look, as without it).
+    type: bool
+    default: false
+  wait_timeout:
+    description: Seconds O(wait) waits before the module fails with the last result attached.
+    type: float
+    default: 60
+  wait_sleep:
+    description: Seconds between the checks of O(wait).
+    type: float
+    default: 2
 notes:
   - Connection options are shared by every nats_* module; see docs/modules.md.
   - Check mode is supported (the module is read-only).
@@ -73,11 +111,21 @@ EXAMPLES = r"""
   ansible.builtin.assert:
     that: nats_health.healthy
     fail_msg: "{{ nats_health.problems }}"
+
+- name: Wait up to 60s for every server and all 3 JetStream peers, through the monitoring endpoints only
+  ansible.legacy.nats_info:
+    monitor_only: true
+    monitor_urls: "{{ tapio_nats_monitor_urls }}"
+    expected_peers: 3
+    wait: true
+    wait_timeout: 60
 """
 
 RETURN = r"""
 healthy:
-  description: JetStream enabled, a meta leader (when monitor_urls are given), every peer and stream replica current.
+  description: >-
+    JetStream enabled, and with monitor_urls every server's /healthz 200 and a meta leader (with
+    O(expected_peers) in view and holding every peer), every peer and stream replica current.
   returned: always
   type: bool
 problems:
@@ -87,22 +135,43 @@ problems:
   elements: str
 server:
   description: The connected server (name, version, cluster, jetstream, max_payload, connect_urls).
-  returned: always
+  returned: unless monitor_only
   type: dict
 account:
-  description: JetStream account usage and limits.
-  returned: always
+  description: JetStream account usage and limits ({} with O(jetstream=false)).
+  returned: unless monitor_only
   type: dict
 cluster:
   description: >-
-    Meta cluster from the meta leader's /jsz (name, leader, cluster_size, peers with current and lag;
-    leader_view false when the leader is not among monitor_urls, and peers are then not judged)
-    and each server's /healthz status.
+    Each server's /healthz answer (health, per URL, with http_status) and how many answered 200
+    (servers_healthy); with JetStream the meta cluster from the meta leader's /jsz (name, leader,
+    cluster_size, peers with current, lag and offline; leader_view false when the leader is not
+    among monitor_urls, and peers are then not judged).
   returned: when monitor_urls are given
   type: dict
+  sample:
+    health: {"http://127.0.0.1:8222": {http_status: 200, status: ok}}
+    servers_healthy: 3
+    leader: nats-1
+    cluster_size: 3
+    leader_view: true
+    peers: [{name: nats-0, current: true, lag: 0, offline: false}]
+wait:
+  description: >-
+    With O(wait): attempts, seconds waited, timed_out, and progress (each change of RV(problems)
+    with after_seconds, the time it was first seen).
+  returned: when wait is true and not in check mode
+  type: dict
+  sample:
+    attempts: 4
+    seconds: 6.1
+    timed_out: false
+    progress:
+      - {after_seconds: 0.0, problems: ["meta peer nats-2 is not current (lag 12)"]}
+      - {after_seconds: 6.1, problems: []}
 streams:
   description: Per stream name, its config, state, cluster (leader, replicas) and consumers.
-  returned: always
+  returned: unless monitor_only
   type: dict
   sample:
     TAPIO_EVENTS:
@@ -113,135 +182,64 @@ streams:
         tapio-pipeline: {num_pending: 0, num_ack_pending: 0, num_redelivered: 0, ack_floor: {stream_seq: 10}}
 missing_streams:
   description: Streams named in O(streams) that do not exist.
-  returned: always
+  returned: unless monitor_only
   type: list
   elements: str
 """
 
-import json
-from typing import Any, Optional
+import asyncio
+from typing import Any, Awaitable, Callable
 
 from ansible.module_utils.tapio_nats import JetStreamApi, NatsModuleError, nats_module, run_with_connection
-from ansible.module_utils.urls import open_url
+from ansible.module_utils.tapio_nats_health import consumer_report, meta_cluster, stream_report, wait_until_healthy
 
 ARGUMENT_SPEC: dict[str, Any] = {
     "streams": {"type": "list", "elements": "str"},
     "consumers": {"type": "bool", "default": True},
     "monitor_urls": {"type": "list", "elements": "str", "default": []},
     "monitor_timeout": {"type": "float", "default": 5.0},
+    "monitor_only": {"type": "bool", "default": False},
+    "jetstream": {"type": "bool", "default": True},
+    "expected_peers": {"type": "int"},
     "fail_on_missing": {"type": "bool", "default": False},
     "max_replica_lag": {"type": "int", "default": 1000},
+    "wait": {"type": "bool", "default": False},
+    "wait_timeout": {"type": "float", "default": 60.0},
+    "wait_sleep": {"type": "float", "default": 2.0},
 }
 
 _SERVER_KEYS = ("server_name", "server_id", "version", "cluster", "jetstream", "max_payload", "connect_urls")
 
-
-def http_json(url: str, timeout: float) -> tuple[int, Any]:
-    """GET a monitoring endpoint; 503 from /healthz is an answer, not an error."""
-    try:
-        response = open_url(url, timeout=timeout, validate_certs=True)
-        return response.getcode(), json.loads(response.read() or b"{}")
-    except Exception as error:  # urllib raises HTTPError for 503 with a JSON body
-        read = getattr(error, "read", None)
-        code = getattr(error, "code", 0)
-        if read is not None and code:
-            try:
-                return code, json.loads(read() or b"{}")
-            except ValueError:
-                return code, {}
-        return 0, {"error": str(error)}
+Check = Callable[[], Awaitable[dict[str, Any]]]
 
 
-def meta_cluster(monitor_urls: list[str], timeout: float) -> tuple[dict[str, Any], list[str]]:
-    """The meta cluster as the meta leader's /jsz reports it, with /healthz per server.
-
-    Only the leader tracks whether the other peers are current: a follower lists them with
-    ``current: false``. So peers are judged from ``/jsz?leader-only=true``, which answers
-    200 on the leader and 400 elsewhere; without the leader's view they are not judged.
-    """
-    problems: list[str] = []
-    health = {}
-    meta: dict[str, Any] = {}
-    follower_meta: dict[str, Any] = {}
-    for url in monitor_urls:
-        base = url.rstrip('/')
-        code, body = http_json(f"{base}/healthz?js-enabled-only=true", timeout)
-        health[url] = {"http_status": code, **body}
-        if code != 200:
-            problems.append(f"{url}/healthz answered {code or 'nothing'}: {body.get('error', body.get('status'))}")
-        if not meta:
-            code, jsz = http_json(f"{base}/jsz?leader-only=true", timeout)
-            if code == 200 and jsz.get("meta_cluster"):
-                meta = jsz["meta_cluster"]
-                meta["reported_by"] = jsz.get("server_name") or url
-            elif not follower_meta:
-                code, jsz = http_json(f"{base}/jsz", timeout)
-                if code == 200 and jsz.get("meta_cluster"):
-                    follower_meta = jsz["meta_cluster"]
-    cluster: dict[str, Any] = {"health": health}
-    if not meta and not follower_meta:
-        problems.append("no monitoring endpoint reported a JetStream meta cluster")
-        return cluster, problems
-    view = meta or follower_meta
-    peers = [{"name": r.get("name"), "current": bool(r.get("current")), "lag": int(r.get("lag", 0)),
-              "active_ns": r.get("active"), "offline": bool(r.get("offline", False))} for r in view.get("replicas") or []]
-    cluster.update({"name": view.get("name"), "leader": view.get("leader"), "cluster_size": view.get("cluster_size"),
-                    "peers": peers, "pending": view.get("pending", 0), "leader_view": bool(meta)})
-    if not view.get("leader"):
-        problems.append("the JetStream meta cluster has no leader")
-    elif not meta:
-        # A follower cannot tell whether the other peers are current; /healthz per server
-        # above still tells whether each reachable server is healthy.
-        cluster["note"] = f"meta leader {view.get('leader')} is not among monitor_urls; peers not judged"
-    for peer in peers if meta else []:
-        if not peer["current"] or peer["offline"]:
-            problems.append(f"meta peer {peer['name']} is not current (lag {peer['lag']})")
-    return cluster, problems
+def monitoring(params: dict[str, Any]) -> dict[str, Any]:
+    """The monitoring endpoints' part of the result: ``cluster`` and its problems."""
+    if not params["monitor_urls"]:
+        return {"problems": []}
+    cluster, problems = meta_cluster(params["monitor_urls"], params["monitor_timeout"],
+                                     expected_peers=params["expected_peers"], jetstream=params["jetstream"])
+    return {"cluster": cluster, "problems": problems}
 
 
-def replica_problem(name: str, replica: dict[str, Any], max_lag: int) -> Optional[str]:
-    """A replica is a problem when offline, or behind by more than max_lag entries.
-
-    Under a steady publish rate a healthy follower is often a few entries behind at the
-    instant the leader is asked (``current: false, lag: 1``): that is replication, not trouble.
-    """
-    if replica["offline"]:
-        return f"stream {name}: replica {replica['name']} is offline"
-    if not replica["current"] and replica["lag"] > max_lag:
-        return f"stream {name}: replica {replica['name']} is not current (lag {replica['lag']} > {max_lag})"
-    return None
-
-
-def stream_report(info: dict[str, Any], max_lag: int = 0) -> tuple[dict[str, Any], list[str]]:
-    name = info["config"]["name"]
-    cluster = info.get("cluster") or {}
-    replicas = [{"name": r.get("name"), "current": bool(r.get("current")), "lag": int(r.get("lag", 0)),
-                 "offline": bool(r.get("offline", False))} for r in cluster.get("replicas") or []]
-    problems = [p for p in (replica_problem(name, r, max_lag) for r in replicas) if p]
-    if info["config"].get("num_replicas", 1) > 1 and not cluster.get("leader"):
-        problems.append(f"stream {name} has no leader")
-    report = {"config": info["config"], "state": info.get("state", {}),
-              "cluster": {"leader": cluster.get("leader"), "replicas": replicas},
-              "replicas_current": not problems, "consumers": {}}
-    return report, problems
-
-
-def consumer_report(info: dict[str, Any]) -> dict[str, Any]:
-    keys = ("num_pending", "num_ack_pending", "num_redelivered", "num_waiting", "ack_floor", "delivered", "config")
-    report = {k: info.get(k) for k in keys}
-    report["cluster"] = {"leader": (info.get("cluster") or {}).get("leader")}
-    return report
-
-
-async def gather(module: Any, api: JetStreamApi, nc: Any) -> dict[str, Any]:
-    params = module.params
+async def gather(params: dict[str, Any], api: JetStreamApi, nc: Any) -> dict[str, Any]:
+    """Server, account, streams and consumers over the client connection, plus monitoring."""
     server = {k: (nc._server_info or {}).get(k) for k in _SERVER_KEYS}
+    result: dict[str, Any] = {"server": server, "account": {}, "streams": {}, "missing_streams": []}
     problems: list[str] = []
-    if not server.get("jetstream"):
-        problems.append(f"JetStream is not enabled on server {server.get('server_name')}")
-    account = await api.account_info()
-    result: dict[str, Any] = {"changed": False, "server": server, "account": account, "streams": {},
-                              "missing_streams": []}
+    if params["jetstream"]:
+        if not server.get("jetstream"):
+            problems.append(f"JetStream is not enabled on server {server.get('server_name')}")
+        result["account"] = await api.account_info()
+        problems.extend(await gather_streams(params, api, result))
+    monitored = monitoring(params)
+    result.update(monitored, problems=problems + monitored["problems"])
+    return result
+
+
+async def gather_streams(params: dict[str, Any], api: JetStreamApi, result: dict[str, Any]) -> list[str]:
+    """Fill result's streams (with consumers) and missing_streams; return their problems."""
+    problems: list[str] = []
     infos = await api.streams() if params["streams"] is None else []
     for name in params["streams"] or []:
         info = await api.stream_info(name)
@@ -259,21 +257,51 @@ async def gather(module: Any, api: JetStreamApi, nc: Any) -> dict[str, Any]:
             for consumer in await api.consumers(info["config"]["name"]):
                 report["consumers"][consumer["name"]] = consumer_report(consumer)
         result["streams"][info["config"]["name"]] = report
-    if params["monitor_urls"]:
-        result["cluster"], cluster_problems = meta_cluster(params["monitor_urls"], params["monitor_timeout"])
-        problems.extend(cluster_problems)
-    result["problems"] = problems
-    result["healthy"] = not problems
-    return result
+    return problems
+
+
+async def judged(check: Check, params: dict[str, Any], wait: bool) -> dict[str, Any]:
+    """One check, or with *wait* repeated until healthy; healthy and changed added."""
+    async def one() -> dict[str, Any]:
+        result = await check()
+        result.update(changed=False, healthy=not result["problems"])
+        return result
+
+    if not wait:
+        return await one()
+    return await wait_until_healthy(one, params["wait_timeout"], params["wait_sleep"])
+
+
+def argument_problem(params: dict[str, Any]) -> str:
+    if params["monitor_only"] and not params["monitor_urls"]:
+        return "monitor_only needs monitor_urls: the HTTP monitoring URL (port 8222) of every server"
+    if params["expected_peers"] is not None and not (params["monitor_urls"] and params["jetstream"]):
+        return "expected_peers is judged from the meta leader's /jsz: it needs monitor_urls and jetstream"
+    return ""
 
 
 def main() -> None:
     module = nats_module(ARGUMENT_SPEC, supports_check_mode=True)
+    params = module.params
+    problem = argument_problem(params)
+    if problem:
+        module.fail_json(msg=problem)
+    # Waiting is skipped in check mode: one look, as without wait.
+    wait = params["wait"] and not module.check_mode
+    if params["monitor_only"]:
+        async def monitor() -> dict[str, Any]:
+            return monitoring(params)
 
-    async def handler(nc: Any, api: JetStreamApi) -> dict[str, Any]:
-        return await gather(module, api, nc)
+        result = asyncio.run(judged(monitor, params, wait))
+    else:
+        async def handler(nc: Any, api: JetStreamApi) -> dict[str, Any]:
+            return await judged(lambda: gather(params, api, nc), params, wait)
 
-    module.exit_json(**run_with_connection(module, handler))
+        result = run_with_connection(module, handler)
+    if result.get("wait", {}).get("timed_out"):
+        module.fail_json(msg=f"NATS not healthy after {result['wait']['seconds']}s ({result['wait']['attempts']} "
+                             f"checks): {'; '.join(result['problems'])}", **result)
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

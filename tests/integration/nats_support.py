@@ -72,7 +72,7 @@ def run_direct(module: str, args: dict[str, Any], check: bool = False, diff: boo
     this 2-core machine; tests that need Ansible itself use run_adhoc/run_playbook_module."""
     from ansible.module_utils import basic
 
-    for util in ("tapio_nats_config", "tapio_nats", "tapio_nats_probe"):
+    for util in ("tapio_nats_config", "tapio_nats", "tapio_nats_probe", "tapio_nats_health"):
         _load_module_code(util, "ansible.module_utils", REPO_ROOT / "module_utils" / f"{util}.py")
     code = _load_module_code(module, "tapio_test_library", REPO_ROOT / "library" / f"{module}.py")
     payload = {**(AUTH if auth else {}), **args, "_ansible_check_mode": check, "_ansible_diff": diff,

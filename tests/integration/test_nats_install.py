@@ -606,6 +606,16 @@ def test_health_gate_passes_on_a_healthy_cluster(gate_cluster: dict[str, Any]) -
     assert "3 peers, all current" in run.out
 
 
+def test_health_gate_requires_every_expected_peer(gate_cluster: dict[str, Any]) -> None:
+    """nats_cluster_expected_peers is checked against the meta leader's view."""
+    run = playbook(HERE / "gate.yml", extra={"nats_cluster_monitor_urls": gate_cluster["monitor_urls"],
+                                             "nats_cluster_expected_peers": 4,
+                                             "nats_cluster_health_retries": 2, "nats_cluster_health_delay": 1})
+    assert run.rc != 0
+    assert re.search(r"NATS health gate failed after .*: meta leader nats-\d sees cluster_size 3 and 2 other "
+                     r"peer\(s\); expected 4 peers", run.out), run.out[-4000:]
+
+
 def test_health_gate_fails_clearly_when_a_node_is_down(gate_cluster: dict[str, Any]) -> None:
     stop = subprocess.run(["python3", str(REPO_ROOT / "lab/bin/labproc"), "--state", str(gate_cluster["state"]),
                            "stop", "nats-2"], capture_output=True, text=True, check=False)
@@ -615,8 +625,9 @@ def test_health_gate_fails_clearly_when_a_node_is_down(gate_cluster: dict[str, A
     run = playbook(HERE / "gate.yml", extra={"nats_cluster_monitor_urls": gate_cluster["monitor_urls"],
                                              "nats_cluster_health_retries": 2, "nats_cluster_health_delay": 1})
     assert run.rc != 0
-    assert "NATS health gate failed: 1 of 3 servers are not healthy" in run.out, run.out[-4000:]
-    assert down in run.out and "Connection refused" in run.out
+    assert re.search(r"NATS health gate failed after [0-9.]+s \(\d+ checks of nats_cluster_monitor_urls\): "
+                     r"1 of 3 servers are not healthy: ", run.out), run.out[-4000:]
+    assert f"{down}/healthz answered nothing" in run.out and "Connection refused" in run.out
 
 
 # --------------------------------------------------------------------------------------

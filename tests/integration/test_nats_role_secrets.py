@@ -1,5 +1,6 @@
-"""The nats_streams role through ansible-playbook (playbooks/streams.yml), and the rule that
-no secret ever appears in output, -vvv included."""
+"""The nats_streams role through ansible-playbook (playbooks/streams.yml): its layout, the
+shared names it takes from the inventory (tapio_events_stream, tapio_pipeline_consumer,
+tapio_consume_subjects), and the rule that no secret ever appears in output, -vvv included."""
 from __future__ import annotations
 
 import base64
@@ -10,13 +11,16 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from nats_support import (
     REPO_ROOT,
     SECRET,
     VENV_BIN,
+    account_snapshot,
     ansible_env,
     consumer_info,
+    consumer_names,
     natscli,
     publish,
     remove_stream,
@@ -101,6 +105,54 @@ def test_role_applies_layout_idempotently_and_keeps_gave_up_events(layout, tmp_p
     assert found.returncode == 0, f"no MAX_DELIVERIES advisory in {advisories}: {found.stderr}"
     advisory = json.loads(base64.b64decode(json.loads(found.stdout)["data"]))
     assert advisory["stream"] == events and advisory["consumer"] == "flaky" and advisory["deliveries"] == 1
+
+
+def tapio_streams(nats_lab) -> dict:
+    """Tapio's own streams (TAPIO_*), if the lab has them: config, creation time and
+    consumer names, which a run under other names must leave alone (messages may grow:
+    the simulator publishes into TAPIO_EVENTS once migrated)."""
+    return {name: (stream["config"], stream["created"], sorted(stream["consumers"]))
+            for name, stream in account_snapshot(nats_lab, "TAPIO_").items()}
+
+
+@pytest.fixture
+def renamed(nats_lab):
+    stream = unique("renamed").upper()
+    names = {"tapio_events_stream": stream, "tapio_pipeline_consumer": unique("pipeline").replace("_", "-"),
+             "tapio_consume_subjects": f"{stream.lower()}.events.>"}
+    yield names
+    remove_stream(stream)
+
+
+def test_the_shared_names_rename_exactly_the_stream_and_consumer(renamed, nats_lab, tmp_path):
+    stream, consumer = renamed["tapio_events_stream"], renamed["tapio_pipeline_consumer"]
+    subject = renamed["tapio_consume_subjects"]
+    before = tapio_streams(nats_lab)
+    # Only the inventory's shared names change: the role's own defaults follow them. The
+    # events stream is the role's default dict as written (its name and subjects templates
+    # included) but with 64MB: the lab's 2GB per node has no room for a second 1GB stream
+    # beside TAPIO_EVENTS. The advisory stream (shared by every stream) stays out.
+    defaults = yaml.safe_load((REPO_ROOT / "roles/nats_streams/defaults/main.yml").read_text())
+    extra = {**renamed, "nats_streams_advisories_enabled": False,
+             "nats_streams_events_stream": {**defaults["nats_streams_events_stream"], "max_bytes": "64MB"}}
+    first = play(extra, tmp_path)
+    assert first.returncode == 0, first.stdout[-3000:]
+    assert recap_changed(first.stdout) == 2, first.stdout[-3000:]  # the streams task and the consumers task
+    items = re.findall(r"^(?:ok|changed): \[lab\] => \(item=([^)]+)\)", first.stdout, re.M)
+    assert items == [stream, f"{stream}/{consumer}"], items
+
+    config = stream_info(stream)["config"]
+    assert config["subjects"] == [subject]
+    assert config["num_replicas"] == 3 and config["retention"] == "limits" and config["duplicate_window"] == 120 * NS
+    assert consumer_names(stream) == [consumer]
+    pipeline = consumer_info(stream, consumer)["config"]
+    assert pipeline["durable_name"] == consumer and pipeline["filter_subject"] == subject
+    assert pipeline["ack_policy"] == "explicit" and pipeline["max_deliver"] == 5
+    assert tapio_streams(nats_lab) == before, "TAPIO_* streams or their consumers changed"
+
+    again = play(extra, tmp_path)
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert recap_changed(again.stdout) == 0, again.stdout[-3000:]
 
 
 def test_no_secret_in_verbose_output_even_on_failure(nats_lab, tmp_path):
