@@ -80,7 +80,9 @@ options:
     type: str
     default: direct
   state:
-    description: Where records live, C({configmap, dir, labels}).
+    description:
+      - Where records live, C({configmap, dir, labels}); local records of namespace N go to
+        C(<dir>/N/<kind>-<name>.json).
     type: dict
     default: {}
   stream:
@@ -209,7 +211,7 @@ EXAMPLES = r"""
     kubeconfig: ~/.kube/config
     namespace: tapio
     pipeline: {name: tapio-pipeline, container: pipeline}
-    state: {configmap: tapio-migration-state, dir: .artifacts/prod/state/tapio, labels: {}}
+    state: {configmap: tapio-migration-state, dir: .artifacts/prod/state, labels: {}}  # records in <dir>/<namespace>/
     env:
       - {name: TAPIO_OUTPUT_MODE, value: nats}
       - {name: NATS_URL, value: "nats://tapio-nats:4222"}
