@@ -3,7 +3,7 @@
 Each test uses a stream of its own (subjects migtest.<id>.>) with a durable consumer standing
 in for the pipeline's, and collectors whose subject prefixes point into it, so nothing here
 touches TAPIO_EVENTS. A publisher thread stands in for the collectors that switched (kwok runs
-no container); the gates read the stream through ansible.legacy.nats_info.
+no container); the engine's gates read the stream through NATS.
 """
 from __future__ import annotations
 

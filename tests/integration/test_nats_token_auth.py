@@ -66,10 +66,7 @@ def token_vars(server: TokenNatsServer, token: str, **extra: Any) -> dict[str, A
             # Keep a failing run short (a passing one never waits this long), and poll every
             # second (kwok rolls out at once; the stand-ins publish and ack continuously).
             "tapio_collectors_gate_timeout": 30, "tapio_verify_replay_timeout": 30,
-            "tapio_rollback_drain_timeout": 60,
-            "tapio_collectors_rollout_delay": 1, "tapio_collectors_gate_delay": 1, "tapio_pipeline_rollout_delay": 1,
-            "tapio_rollback_rollout_delay": 1, "tapio_rollback_drain_delay": 1, "tapio_state_rollout_delay": 1,
-            "tapio_poll_interval": 1,
+            "tapio_progress_deadline": 60, "tapio_poll_interval": 1,
             **extra}
 
 
