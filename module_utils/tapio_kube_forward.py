@@ -17,17 +17,17 @@ port, pod gone) are kept in ``PortForwarder.errors`` so the caller can name the 
 """
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from ansible.module_utils.tapio_kube import KubeError, load_api_client
+
 KUBERNETES_IMPORT_ERROR: Optional[str] = None
 try:
     from kubernetes import client as kube_client
-    from kubernetes import config as kube_config
     from kubernetes.client.rest import ApiException
     from kubernetes.stream import portforward as kube_portforward
 except ImportError:  # pragma: no cover - exercised only without the kubernetes library
@@ -122,23 +122,13 @@ def describe_api_error(error: BaseException) -> str:
 
 def load_core_api(kubeconfig: Optional[str], context: Optional[str]) -> Any:
     """A CoreV1Api from the kubeconfig (its current context unless *context*), or from the
-    in-cluster service account when there is no kubeconfig and the module runs in a pod."""
+    in-cluster service account; the loading is the engine's (tapio_kube.load_api_client)."""
     if KUBERNETES_IMPORT_ERROR is not None:
         raise KubeForwardError(f"the kubernetes Python library is missing ({KUBERNETES_REQUIREMENT})")
-    configuration = kube_client.Configuration()
     try:
-        in_cluster = (not kubeconfig and not os.environ.get("KUBECONFIG") and "KUBERNETES_SERVICE_HOST" in os.environ
-                      and not os.path.exists(os.path.expanduser("~/.kube/config")))
-        if in_cluster:
-            kube_config.load_incluster_config(client_configuration=configuration)
-        else:
-            kube_config.load_kube_config(config_file=kubeconfig, context=context,
-                                         client_configuration=configuration)
-    except Exception as error:  # ConfigException, a missing or unreadable file, bad YAML
-        where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
-        raise KubeForwardError(f"cannot load kubeconfig {where}"
-                               f"{' context ' + context if context else ''}: {error}") from None
-    return kube_client.CoreV1Api(kube_client.ApiClient(configuration))
+        return kube_client.CoreV1Api(load_api_client(kubeconfig, context))
+    except KubeError as error:
+        raise KubeForwardError(str(error)) from None
 
 
 def resolve_pod(api: Any, target: ForwardTarget, timeout: float) -> str:

@@ -45,7 +45,8 @@ NS = 1_000_000_000
 @pytest.fixture(scope="module", autouse=True)
 def forward_utils() -> None:
     """Run_direct registers the other module_utils under ansible.module_utils; this one too."""
-    _load_module_code("tapio_kube_forward", "ansible.module_utils", REPO_ROOT / "module_utils" / "tapio_kube_forward.py")
+    for util in ("tapio_kube", "tapio_kube_forward"):
+        _load_module_code(util, "ansible.module_utils", REPO_ROOT / "module_utils" / f"{util}.py")
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,7 @@ def load(name: str) -> ModuleType:
     return sys.modules[qualified]
 
 
+load("tapio_kube")
 kf = load("tapio_kube_forward")
 tn = load("tapio_nats")
 
