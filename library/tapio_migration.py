@@ -45,9 +45,12 @@ options:
       - C(report) returns RV(report), each workload against its record, and RV(nats_snapshot).
       - C(ledger) reads the lab simulator's event ledger at O(ledger_url) and fails on any lost
         or duplicated event.
+      - C(requirements) checks that the Python libraries every phase needs (kubernetes, nats-py)
+        can be imported where the engine runs and returns their versions (RV(libraries)).
     type: str
     required: true
-    choices: [preflight, probe, pipeline, collectors_plan, collectors_batch, verify, rollback, report, ledger]
+    choices: [preflight, probe, pipeline, collectors_plan, collectors_batch, verify, rollback, report, ledger,
+              requirements]
   kubeconfig:
     description: Kubeconfig file; the in-cluster service account when unset and running in a pod.
     type: path
@@ -262,6 +265,10 @@ nats_snapshot:
   description: C(report) - stream messages and the consumer's counters at report time.
   returned: phase report
   type: dict
+libraries:
+  description: C(requirements) - the version of each library the engine needs, by distribution name.
+  returned: phase requirements
+  type: dict
 message:
   description: C(ledger) - the ledger's verdict.
   returned: phase ledger
@@ -272,6 +279,7 @@ diff:
   type: list
 """
 
+import importlib.metadata
 import json
 import traceback
 from typing import Any
@@ -287,7 +295,8 @@ from ansible.module_utils.basic import missing_required_lib
 
 ARGUMENT_SPEC: dict[str, Any] = {
     "phase": {"type": "str", "required": True, "choices": [
-        "preflight", "probe", "pipeline", "collectors_plan", "collectors_batch", "verify", "rollback", "report", "ledger"]},
+        "preflight", "probe", "pipeline", "collectors_plan", "collectors_batch", "verify", "rollback", "report", "ledger",
+        "requirements"]},
     "kubeconfig": {"type": "path", "fallback": (env_fallback, ["K8S_AUTH_KUBECONFIG"])},
     "context": {"type": "str", "fallback": (env_fallback, ["K8S_AUTH_CONTEXT"])},
     "namespace": {"type": "str", "default": "tapio"},
@@ -331,6 +340,13 @@ GATE_DEFAULTS = {"consumer_prefix": "tapio-migration-gate-", "timeout": 60, "max
 def read_ledger(url: str, settle: int) -> dict[str, Any]:
     response = open_url(f"{url.rstrip('/')}/ledger?settle={settle}", timeout=settle + 30)
     return json.loads(response.read() or b"{}")
+
+
+def library_version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def check_targets(params: dict[str, Any]) -> None:
@@ -382,6 +398,10 @@ def main() -> None:
         module.exit_json(changed=False, message=message, steps=[message])
     if KUBERNETES_IMPORT_ERROR is not None:
         module.fail_json(msg=missing_required_lib(KUBERNETES_REQUIREMENT), exception=KUBERNETES_IMPORT_ERROR)
+    if phase == "requirements":  # nats_module() has already refused a missing nats-py
+        libraries = {name: library_version(name) for name in ("kubernetes", "nats-py")}
+        module.exit_json(changed=False, libraries=libraries,
+                         steps=[", ".join(f"{name} {version}" for name, version in libraries.items())])
     steps: list[str] = []
     engine = None
     nats = None

@@ -70,7 +70,8 @@ def run_direct(module: str, args: dict[str, Any], check: bool = False, diff: boo
     (``ANSIBLE_MODULE_ARGS`` with ``_ansible_check_mode``/``_ansible_diff``), against the
     real cluster. Skips only Ansible's process start-up, which costs seconds per call on
     this 2-core machine; tests that need Ansible itself use run_adhoc/run_playbook_module."""
-    from ansible.module_utils import basic
+    from ansible.module_utils import _internal, basic
+    from ansible.module_utils.common import warnings as module_warnings
 
     for util in ("tapio_nats_config", "tapio_nats", "tapio_nats_probe", "tapio_nats_health"):
         _load_module_code(util, "ansible.module_utils", REPO_ROOT / "module_utils" / f"{util}.py")
@@ -79,6 +80,12 @@ def run_direct(module: str, args: dict[str, Any], check: bool = False, diff: boo
                "_ansible_verbosity": 0}
     basic._ANSIBLE_ARGS = json.dumps({"ANSIBLE_MODULE_ARGS": payload}).encode()
     basic._ANSIBLE_PROFILE = "legacy"
+    # A module process is never the controller: once anything in this process imported
+    # Ansible's controller code, warn() would print instead of returning the warning in the
+    # result. Warnings also live in a process-wide dict, so each call starts with none.
+    was_controller = _internal.is_controller
+    _internal.is_controller = False
+    module_warnings._global_warnings.clear()
     out = io.StringIO()
     try:
         with contextlib.redirect_stdout(out):
@@ -87,6 +94,8 @@ def run_direct(module: str, args: dict[str, Any], check: bool = False, diff: boo
         pass
     finally:
         basic._ANSIBLE_ARGS = None
+        _internal.is_controller = was_controller
+        module_warnings._global_warnings.clear()
     result = json.loads(out.getvalue())
     result.setdefault("failed", False)
     result["_output"] = out.getvalue()

@@ -1,0 +1,127 @@
+# -*- coding: utf-8 -*-
+# Copyright: Tapio NATS migration toolkit contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""Run this project's modules (library/) inside Ansible's worker process on the control node.
+
+Every module of this toolkit talks to the Kubernetes API and to NATS from the control node,
+so nothing has to be copied to a target. Run the usual way, each call is a new Python process
+that imports the kubernetes client and nats-py again (1-3 s per task on two busy cores, most of
+a no-op re-run). Here the linear strategy loads this plugin in the controller before it forks
+the task's worker (``action_loader.get(..., class_only=True)``), so the imports below happen
+once per ``ansible-playbook`` and every worker inherits them.
+
+The module itself is unchanged: its ``main()`` runs in the worker with the arguments Ansible
+would have sent (``_ansible_check_mode``, ``_ansible_diff``, ``_ansible_no_log``, ...), and
+its JSON result is parsed the way ``_execute_module`` parses a module's output. Argument
+validation, no_log masking, check mode, diff and warnings are the module's own.
+
+This file is the action plugin of ``tapio_migration``; the other modules' action plugins are
+symbolic links to it (the module to run is the task's action name).
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from ansible.errors import AnsibleError
+from ansible.module_utils import _internal as module_utils_internal
+from ansible.module_utils import basic
+from ansible.module_utils.common import warnings as module_warnings
+from ansible.module_utils.common.json import Direction, get_module_encoder
+from ansible.plugins.action import ActionBase
+from ansible.vars.clean import remove_internal_keys
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LIBRARY_DIR = REPO_ROOT / "library"
+MODULE_UTILS_DIR = REPO_ROOT / "module_utils"
+# The project's module_utils, in dependency order, imported as ansible.module_utils.<name>
+# exactly as a module process would see them.
+PROJECT_MODULE_UTILS = (
+    "tapio_nats_config", "tapio_nats", "tapio_nats_probe", "tapio_nats_health", "tapio_kube",
+    "tapio_kube_forward", "tapio_nats_session", "tapio_workload", "tapio_engine", "tapio_timeline", "tapio_apply",
+)
+
+
+def _load(name: str, path: Path) -> ModuleType:
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise AnsibleError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def _preload() -> None:
+    """Import the project's module_utils (and with them kubernetes and nats-py) once, in the
+    controller, before any worker forks. A missing library is not an error here: the module
+    reports it with its own message when it runs."""
+    for util in PROJECT_MODULE_UTILS:
+        path = MODULE_UTILS_DIR / f"{util}.py"
+        if path.exists():
+            with contextlib.suppress(Exception):
+                _load(f"ansible.module_utils.{util}", path)
+
+
+_preload()
+
+
+def run_module_in_process(module: ModuleType, payload: bytes) -> str:
+    """Run ``module.main()`` with ``payload`` as its ANSIBLE_MODULE_ARGS; return its stdout."""
+    # A module process is never the controller: with is_controller set, AnsibleModule.warn()
+    # would print instead of returning the warning with the result.
+    was_controller = module_utils_internal.is_controller
+    module_utils_internal.is_controller = False
+    module_warnings._global_warnings.clear()  # pylint: disable=protected-access
+    module_warnings._global_deprecations.clear()  # pylint: disable=protected-access
+    basic._ANSIBLE_ARGS = payload  # pylint: disable=protected-access
+    basic._ANSIBLE_PROFILE = "legacy"  # pylint: disable=protected-access
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            module.main()
+    except SystemExit:
+        pass
+    finally:
+        basic._ANSIBLE_ARGS = None  # pylint: disable=protected-access
+        module_utils_internal.is_controller = was_controller
+    return out.getvalue()
+
+
+class ActionModule(ActionBase):
+    """Runs library/<action>.py in this worker process (see the module docstring)."""
+
+    _supports_check_mode = True
+    _supports_async = False
+
+    def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
+        del tmp  # unused, as in every action plugin since 2.x
+        task_vars = task_vars or {}
+        result = super().run(task_vars=task_vars)
+        name = self._task.action.rsplit(".", 1)[-1]
+        path = LIBRARY_DIR / f"{name}.py"
+        if not path.exists():
+            raise AnsibleError(f"no module {name} in {LIBRARY_DIR}")
+        module = _load(f"tapio_in_process_library.{name}", path)
+
+        module_args = dict(self._task.args)
+        self._update_module_args(name, module_args, task_vars)
+        encoder = get_module_encoder("legacy", Direction.CONTROLLER_TO_MODULE)
+        payload = json.dumps({"ANSIBLE_MODULE_ARGS": module_args}, cls=encoder).encode()
+        output = run_module_in_process(module, payload)
+        data = self._parse_returned_data({"stdout": output, "stderr": "", "rc": 0}, "legacy")
+        remove_internal_keys(data)
+        result.update(data)
+        return result

@@ -1,0 +1,100 @@
+"""Unit tests for tapio_files (library/tapio_files.py), run the way the project's action
+plugin runs every module: ``main()`` inside the calling process
+(plugins/action/tapio_migration.py, run_module_in_process), so the runner is tested too."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def load(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+action = load("tapio_test_action_plugin", REPO_ROOT / "plugins" / "action" / "tapio_migration.py")
+files_module = load("tapio_test_library_files", REPO_ROOT / "library" / "tapio_files.py")
+
+
+def run(args: dict[str, Any], check: bool = False, diff: bool = True) -> dict[str, Any]:
+    payload = {"ANSIBLE_MODULE_ARGS": {**args, "_ansible_check_mode": check, "_ansible_diff": diff,
+                                       "_ansible_verbosity": 0}}
+    out = action.run_module_in_process(files_module, json.dumps(payload).encode())
+    return json.loads(out)
+
+
+def test_writes_creates_the_directory_and_reports_a_change(tmp_path: Path) -> None:
+    dest = tmp_path / "report" / "tapio"
+    result = run({"dest": str(dest), "files": [{"name": "report.json", "content": "{}\n"}]})
+    assert result["changed"] is True and (dest / "report.json").read_text() == "{}\n"
+    assert oct((dest / "report.json").stat().st_mode & 0o777) == "0o644"
+    assert result["diff"][0]["after"] == "{}\n"
+
+
+def test_same_content_is_no_change_and_not_rewritten(tmp_path: Path) -> None:
+    run({"dest": str(tmp_path), "files": [{"name": "a.md", "content": "x"}]})
+    before = os.stat(tmp_path / "a.md").st_mtime_ns
+    again = run({"dest": str(tmp_path), "files": [{"name": "a.md", "content": "x"}]})
+    assert again["changed"] is False and "diff" not in again
+    assert os.stat(tmp_path / "a.md").st_mtime_ns == before
+
+
+def test_observations_are_written_but_never_a_change(tmp_path: Path) -> None:
+    result = run({"dest": str(tmp_path), "files": [{"name": "snap.json", "content": "1", "observation": True}]})
+    assert result["changed"] is False and (tmp_path / "snap.json").read_text() == "1"
+    assert result["files"][0]["written"] is True
+
+
+def test_absent_removes_a_file(tmp_path: Path) -> None:
+    (tmp_path / "timeline.png").write_bytes(b"png")
+    result = run({"dest": str(tmp_path), "files": [{"name": "timeline.png", "state": "absent", "observation": True}]})
+    assert not (tmp_path / "timeline.png").exists() and result["files"][0]["written"] is True
+
+
+def test_check_mode_writes_nothing_but_says_what_would_change(tmp_path: Path) -> None:
+    dest = tmp_path / "new"
+    result = run({"dest": str(dest), "files": [{"name": "report.md", "content": "# r\n"}]}, check=True)
+    assert result["changed"] is True and not dest.exists()
+
+
+@pytest.mark.parametrize("entry, problem", [
+    ({"name": "../escape", "content": "x"}, "plain file name"),
+    ({"name": "a", "state": "gone"}, "present or absent"),
+    ({"name": "a"}, "needs a text content"),
+])
+def test_bad_entries_fail_before_anything_is_written(tmp_path: Path, entry: dict[str, Any], problem: str) -> None:
+    result = run({"dest": str(tmp_path), "files": [{"name": "ok", "content": "x"}, entry]})
+    assert result.get("failed") and problem in result["msg"] and "Nothing was written" in result["msg"]
+    assert not (tmp_path / "ok").exists()
+
+
+def test_a_warning_comes_back_in_the_result_not_on_the_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    """A module warning must travel in the result even though this process imported controller code."""
+    warn_module = ModuleType("warns")
+
+    def main() -> None:
+        from ansible.module_utils.basic import AnsibleModule
+
+        module = AnsibleModule(argument_spec={})
+        module.warn("careful")
+        module.exit_json(changed=False)
+
+    warn_module.main = main  # type: ignore[attr-defined]
+    payload = json.dumps({"ANSIBLE_MODULE_ARGS": {}}).encode()
+    result = json.loads(action.run_module_in_process(warn_module, payload))
+    # The raw output is the module profile's (the action plugin decodes it): one WarningSummary.
+    assert [warning["event"]["msg"] for warning in result["warnings"]] == ["careful"]
+    assert "careful" not in capsys.readouterr().err
