@@ -200,16 +200,25 @@ def test_unreadable_endpoints_fail_naming_the_url_and_cause_or_warn(simulator: d
 
 def test_report_links_the_plot_and_a_rerun_changes_nothing(simulator: dict[str, Any], tmp_path: Path) -> None:
     """The report playbook (reads Kubernetes and NATS, writes only under tmp_path) writes the
-    plot and its totals next to report.md; a second run reports changed=0 and leaves
-    report.md/report.json byte-identical while the plot is redrawn."""
+    plot and its totals next to report.md; a second run reports changed=0, leaves report.md,
+    report.json and the plot of the cutover byte-identical and says so; with
+    migration_report_timeline_refresh the plot is redrawn, still changed=0."""
     env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}"}
-    command = [str(VENV_BIN / "ansible-playbook"), "playbooks/report.yml", "-e",
-               json.dumps({"tapio_artifacts_dir": str(tmp_path), "migration_report_timeline_minutes": 5})]
-    runs = [subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
-            for _ in range(2)]
-    for run in runs:
-        assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+
+    def report(**extra: Any) -> subprocess.CompletedProcess:
+        command = [str(VENV_BIN / "ansible-playbook"), "playbooks/report.yml", "-e",
+                   json.dumps({"tapio_artifacts_dir": str(tmp_path), "migration_report_timeline_minutes": 5, **extra})]
+        done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+        return done
+
+    first = report()
     report_dir = next(tmp_path.glob("report/*"))
+    first_plot = (report_dir / "timeline.png").read_bytes()
+    runs = [first, report()]
+    assert (report_dir / "timeline.png").read_bytes() == first_plot
+    assert "Timeline kept: nothing changed since" in runs[1].stdout
+    runs.append(report(migration_report_timeline_refresh=True))
     report_md = (report_dir / "report.md").read_text()
     assert "![events per second per source](timeline.png)" in report_md
     assert "Received via NATS" not in report_md and "cutover(s)" not in report_md  # totals stay out of report.md
@@ -220,6 +229,7 @@ def test_report_links_the_plot_and_a_rerun_changes_nothing(simulator: dict[str, 
     timeline_md = (report_dir / "timeline.md").read_text()
     for source, entry in summary["sources"].items():
         assert f"| {source} | {entry['totals']['emitted']} | {entry['totals']['received_direct']} | " in timeline_md
-    recap = [line for line in runs[1].stdout.splitlines() if line.startswith("lab ")]
-    assert recap and " changed=0 " in recap[-1], recap
-    assert "Timeline: " in runs[1].stdout
+    for run in runs[1:]:
+        recap = [line for line in run.stdout.splitlines() if line.startswith("lab ")]
+        assert recap and " changed=0 " in recap[-1], recap
+    assert "Timeline: " in runs[2].stdout
