@@ -4,9 +4,11 @@
 """Benchmark aid: the wall time of each task, slowest first, after the recap.
 
 Enabled only by benchmarks/migrate.sh (ANSIBLE_CALLBACK_PLUGINS + ANSIBLE_CALLBACKS_ENABLED).
+TAPIO_TASK_TIMES_TOP sets how many tasks are listed (default 25).
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -48,5 +50,6 @@ class CallbackModule(CallbackBase):
         self._close()
         total = sum(seconds for _, seconds in self.times)
         self._display.display(f"TASK TIMES: {len(self.times)} tasks, {total:.1f} s in tasks")
-        for name, seconds in sorted(self.times, key=lambda t: -t[1])[:25]:
+        top = int(os.environ.get("TAPIO_TASK_TIMES_TOP") or 25)
+        for name, seconds in sorted(self.times, key=lambda t: -t[1])[:top]:
             self._display.display(f"  {seconds:7.2f} s  {name}")
