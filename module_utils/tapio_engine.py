@@ -250,13 +250,16 @@ class Engine:
 
         return self.nats.call(info, f"consumer {stream}/{name}")
 
-    def stream_exists(self) -> bool:
+    def stream_info(self) -> Optional[dict[str, Any]]:
         stream = self.p["stream"]
 
-        async def info(api: JetStreamApi) -> bool:
-            return await api.stream_info(stream) is not None
+        async def info(api: JetStreamApi) -> Optional[dict[str, Any]]:
+            return await api.stream_info(stream)
 
         return self.nats.call(info, f"stream {stream}")
+
+    def stream_exists(self) -> bool:
+        return self.stream_info() is not None
 
     def create_gate_consumer(self, name: str, subject_prefix: str) -> None:
         stream = self.p["stream"]
@@ -594,14 +597,23 @@ class Engine:
 
     def wait_drained(self) -> None:
         stream, name = self.p["stream"], self.p["consumer"]
-        if not self.stream_exists():
+        stream_info = self.stream_info()
+        if stream_info is None:
             self.log(f"stream {stream} does not exist: nothing to drain")
+            return
+        problem = missing_consumer_problem(stream, name, stream_info)
+        if self.consumer(name) is None:
+            if problem:
+                raise EngineError(problem)
+            self.log(f"consumer {name} does not exist and stream {stream} holds no message: nothing to drain")
             return
 
         def poll() -> tuple[bool, Any, str]:
             info = self.consumer(name)
             if info is None:
-                return True, None, f"consumer {name} does not exist: nothing to drain"
+                # Deleted while draining: what it had not delivered has no reader now.
+                raise EngineError(missing_consumer_problem(stream, name, self.stream_info() or stream_info)
+                                  or f"consumer {stream}/{name} was deleted during the drain")
             pending, unacked = int(info.get("num_pending") or 0), int(info.get("num_ack_pending") or 0)
             floor = int((info.get("ack_floor") or {}).get("stream_seq") or 0)
             return (pending == 0 and unacked == 0, (pending, unacked, floor),
@@ -638,6 +650,20 @@ class Engine:
                            "nats_stream": self.p["stream"] if self.p["nats_checks"] else None,
                            "nats_consumer": self.p["consumer"] if self.p["nats_checks"] else None},
                 "nats_snapshot": snapshot}
+
+
+def missing_consumer_problem(stream: str, consumer: str, stream_info: dict[str, Any]) -> str:
+    """Why the rollback cannot drain through a missing durable consumer ('' when the stream
+    holds nothing): nothing would deliver the stream's events to the pipeline any more."""
+    state = stream_info.get("state") or {}
+    messages = int(state.get("messages") or 0)
+    if messages == 0:
+        return ""
+    return (f"The pipeline's durable consumer {stream}/{consumer} does not exist, so nothing can deliver the "
+            f"{messages} message(s) in stream {stream} (sequences {state.get('first_seq', '?')}-"
+            f"{state.get('last_seq', '?')}) to the pipeline; the pipeline was not switched back. Recreate the "
+            f"consumer (ansible-playbook migrate.yml --tags streams) and run the rollback again, or set "
+            f"tapio_rollback_drain=false to switch back without delivering what the stream holds.")
 
 
 def ledger_verdict(ledger: dict[str, Any], url: str, settle: int) -> str:

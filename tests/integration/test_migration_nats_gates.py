@@ -159,3 +159,43 @@ def test_rollback_returns_the_collectors_then_waits_for_the_drain_before_the_pip
     assert asyncio.run(_ack_everything(nats_lab, gate_stream["stream"], gate_stream["consumer"])) > 0
     again = lab.rollback("restore", extra=extra)
     assert again.rc == 0, again.explain()
+
+
+async def _stream_without_consumer(nats_lab: NatsLab, stream: str, subject: str, messages: int) -> int:
+    """The pipeline's consumer deleted while the stream still holds undelivered events; the
+    number of messages the stream then holds."""
+    nc = await nats.connect(servers=nats_lab.servers, user=nats_lab.user, password=nats_lab.password)
+    js = nc.jetstream()
+    try:
+        for index in range(messages):
+            await js.publish(subject, f"event {index}".encode())
+        await js.delete_consumer(stream, "pipeline")
+        return (await js.stream_info(stream)).state.messages
+    finally:
+        await nc.close()
+
+
+def test_rollback_refuses_to_switch_the_pipeline_back_when_its_consumer_is_gone(
+        lab: MigrationLab, nats_lab: NatsLab, gate_stream: dict) -> None:
+    """The pipeline reads NATS; its durable consumer is deleted with 5 events in the stream:
+    the rollback stops before the pipeline goes back, naming the consumer, the count and the
+    next step; with tapio_rollback_drain=false it switches back (the user's explicit choice).
+    Runs last in this module: it deletes the module stream's consumer."""
+    extra = gate_vars(gate_stream)
+    switched = lab.playbook("playbooks/pipeline.yml", extra=extra)
+    assert switched.rc == 0, switched.explain()
+    assert lab.env("tapio-pipeline")["TAPIO_OUTPUT_MODE"] == "nats"
+    stream = gate_stream["stream"]
+    messages = asyncio.run(_stream_without_consumer(nats_lab, stream, f"{gate_stream['prefix']}.k8s.x", 5))
+    assert messages >= 5
+
+    refused = lab.rollback("switch", extra=extra)
+    assert refused.rc != 0, refused.explain()
+    assert f"durable consumer {stream}/pipeline does not exist" in refused.stdout, refused.explain()
+    assert f"{messages} message(s) in stream {stream}" in refused.stdout
+    assert "tapio_rollback_drain=false" in refused.stdout
+    assert lab.env("tapio-pipeline")["TAPIO_OUTPUT_MODE"] == "nats", "the pipeline must stay on NATS"
+
+    accepted = lab.rollback("switch", extra={**extra, "tapio_rollback_drain": False})
+    assert accepted.rc == 0, accepted.explain()
+    assert lab.env("tapio-pipeline")["TAPIO_OUTPUT_MODE"] == "direct"

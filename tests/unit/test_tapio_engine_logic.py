@@ -284,3 +284,14 @@ def test_job_finished_reads_only_true_terminal_conditions() -> None:
     assert tw.job_finished(job("Suspended")) == []
     assert tw.job_finished({"status": {"conditions": [{"type": "Failed", "status": "False"}]}}) == []
     assert tw.job_finished(None) == []
+
+
+def test_a_missing_consumer_blocks_the_drain_only_while_the_stream_holds_messages() -> None:
+    """The rollback must not switch the pipeline back while events sit in the stream with no
+    consumer left to deliver them; an empty stream has nothing to drain."""
+    assert engine.missing_consumer_problem("TAPIO_EVENTS", "tapio-pipeline", {"state": {"messages": 0}}) == ""
+    problem = engine.missing_consumer_problem(
+        "TAPIO_EVENTS", "tapio-pipeline", {"state": {"messages": 42, "first_seq": 7, "last_seq": 48}})
+    assert "TAPIO_EVENTS/tapio-pipeline does not exist" in problem
+    assert "42 message(s) in stream TAPIO_EVENTS (sequences 7-48)" in problem
+    assert "migrate.yml --tags streams" in problem and "tapio_rollback_drain=false" in problem
