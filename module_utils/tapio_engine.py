@@ -29,6 +29,8 @@ from ansible.module_utils.tapio_workload import (
     strategy_problem, switch_patch)
 
 CONFLICT_RETRIES = 5
+# ConfigMap keys of records a restore has set aside (see Engine.retire).
+RETIRED_PREFIX = "retired."
 
 
 class EngineError(Exception):
@@ -211,18 +213,25 @@ class Engine:
             live = self.read(target)
             if live is None:
                 raise EngineError(f"{target.label} no longer exists in namespace {self.namespace}")
-            needed, definition = restore_of(live, record)
+            overrides = tuple((self.p["container_overrides"] or {}).get(target.name) or {})
+            needed, definition, kept = restore_of(live, record, target.container, overrides)
             if not needed:
                 return False
+            how = "to its record" if not kept else (
+                f"(only what the toolkit writes: the env{', ' + ', '.join(overrides) if overrides else ''} of container "
+                f"{target.container} and the pod template annotations) to its record; kept as changed since the "
+                f"record: {', '.join(kept)}")
             if attempt == 1:
                 self.changed = True
-                self.diff.append(object_diff(record_of(live), record, f"{target.label} (restore)"))
+                after = record if not kept else {**definition, "metadata": {
+                    k: v for k, v in definition["metadata"].items() if k != "resourceVersion"}}
+                self.diff.append(object_diff(record_of(live), after, f"{target.label} (restore)"))
             if self.check:
-                self.log(f"would restore {target.label} to its record")
+                self.log(f"would restore {target.label} {how}")
                 return True
             try:
                 self.kube.replace(target.kind, self.namespace, target.name, definition)
-                self.log(f"restored {target.label} to its record")
+                self.log(f"restored {target.label} {how}")
                 return True
             except KubeError as error:
                 if error.status != 409 or attempt == CONFLICT_RETRIES:
@@ -518,7 +527,7 @@ class Engine:
             "state. " + ("Every other collector was returned to its recorded state too." if self.p["full_rollback"]
                          else "Collectors switched earlier stay on NATS; those not reached yet were not touched."))
 
-    def restore_targets(self, targets: list[Target]) -> None:
+    def restore_targets(self, targets: list[Target], retire: bool = False) -> None:
         live = self.read_all(targets)
         plan = self.load_records(targets, live)
         lost = [n for n, e in plan.items() if e["source"] == "none"]
@@ -532,6 +541,39 @@ class Engine:
         if not self.check:
             for target in restored:
                 self.wait_rollout(target)
+        if retire:
+            self.retire([e for e in plan.values() if e["source"] in ("configmap", "artifact")])
+
+    def retire(self, entries: list[dict[str, Any]]) -> None:
+        """Set the records of restored workloads aside (ConfigMap key retired.<key>, local file
+        under retired/): a record describes the spec one migration found, and the next
+        migration records the spec as it is then, so an upgrade made after this rollback is
+        never undone by a later restore. Only after every restore has rolled out."""
+        if not entries:
+            return
+        name = self.p["state"]["configmap"]
+        self.changed = True
+        keys = sorted(e["key"] for e in entries)
+        self.diff.append({"before": "".join(f"{k}\n" for k in keys),
+                          "after": "".join(f"{RETIRED_PREFIX}{k}\n" for k in keys),
+                          "before_header": f"ConfigMap {self.namespace}/{name} keys (records retired after the restore)",
+                          "after_header": f"ConfigMap {self.namespace}/{name} keys (records retired after the restore)"})
+        if self.check:
+            self.log(f"would retire the records of {', '.join(e['target'].label for e in entries)}")
+            return
+        in_configmap = [e for e in entries if e["in_configmap"]]
+        if in_configmap:
+            data: dict[str, Optional[str]] = {e["key"]: None for e in in_configmap}
+            data.update({RETIRED_PREFIX + e["key"]: e["text"] for e in in_configmap})
+            self.kube.patch("ConfigMap", self.namespace, name, {"data": data})
+        retired_dir = os.path.join(self.state_dir(), "retired")
+        for entry in entries:
+            if entry["on_disk"]:
+                os.makedirs(retired_dir, mode=0o755, exist_ok=True)
+                file_name = record_file(entry["target"].kind, entry["target"].name)
+                os.replace(os.path.join(self.state_dir(), file_name), os.path.join(retired_dir, file_name))
+        self.log(f"retired the records of {', '.join(e['target'].label for e in entries)} (the next migration "
+                 "records the specs as they are then)")
 
     def verify(self) -> dict[str, Any]:
         """Every workload in the expected output mode and rolled out; the consumer keeping up."""
@@ -578,7 +620,7 @@ class Engine:
 
     def rollback_targets(self, targets: list[Target]) -> None:
         if self.p["rollback_mode"] == "restore":
-            self.restore_targets(targets)
+            self.restore_targets(targets, retire=True)
             return
         live = self.read_all(targets)
         env = [{"name": self.mode_env, "value": self.p["direct_value"]}]

@@ -146,12 +146,70 @@ def record_of(workload: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def restore_of(workload: dict[str, Any], record: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
-    """Whether the workload differs from its record, and the record as a replace definition."""
+def without_toolkit_fields(obj: dict[str, Any], container: str, override_keys: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The object without what the toolkit writes when it switches a workload: the owned
+    container's env and overridden fields, and the pod template's annotations (the rest it
+    never touches)."""
+    out = copy.deepcopy(obj)
+    template = (out.get("spec") or {}).get("template") or {}
+    (template.get("metadata") or {}).pop("annotations", None)
+    for candidate in (template.get("spec") or {}).get("containers") or []:
+        if candidate.get("name") == container:
+            for key in ("env", *override_keys):
+                candidate.pop(key, None)
+    return out
+
+
+def differing_paths(left: Any, right: Any, path: str = "") -> list[str]:
+    """Where two JSON values differ, as dotted paths (list items by name when they have one)."""
+    if isinstance(left, dict) and isinstance(right, dict):
+        found: list[str] = []
+        for key in sorted(set(left) | set(right)):
+            found += differing_paths(left.get(key), right.get(key), f"{path}.{key}" if path else str(key))
+        return found
+    if isinstance(left, list) and isinstance(right, list) and all(
+            isinstance(i, dict) and "name" in i for i in left + right):
+        by_name = {i["name"]: i for i in left}, {i["name"]: i for i in right}
+        if list(by_name[0]) == list(by_name[1]):
+            return [p for name in by_name[0] for p in differing_paths(by_name[0][name], by_name[1][name],
+                                                                      f"{path}[{name}]")]
+    return [] if left == right else [path]
+
+
+def restore_of(workload: dict[str, Any], record: dict[str, Any], container: Optional[str] = None,
+               override_keys: tuple[str, ...] = ()) -> tuple[bool, dict[str, Any], list[str]]:
+    """Whether the workload differs from its record, the replace definition, and the paths
+    that changed since the record for reasons other than the toolkit's switch.
+
+    When nothing but the toolkit's own fields (see without_toolkit_fields) changed, the
+    definition is the record itself: the pod template comes back byte for byte. When anything
+    else changed (an image upgraded while migrated, replicas an HPA set), only the toolkit's
+    fields go back to the record and everything else keeps its live value."""
     live = record_of(workload)
     needed = any(live.get("metadata", {}).get(key) != record.get("metadata", {}).get(key)
                  for key in ("labels", "annotations")) or live.get("spec") != record.get("spec")
-    restore = copy.deepcopy(record)
+    drifted: list[str] = []
+    if container is not None:
+        drifted = differing_paths(without_toolkit_fields(record, container, override_keys).get("spec"),
+                                  without_toolkit_fields(live, container, override_keys).get("spec"), "spec")
+    if drifted:
+        restore = copy.deepcopy(live)
+        recorded_template = (record.get("spec") or {}).get("template") or {}
+        template = restore["spec"]["template"]
+        annotations = (recorded_template.get("metadata") or {}).get("annotations")
+        if annotations is None:
+            (template.get("metadata") or {}).pop("annotations", None)
+        else:
+            template.setdefault("metadata", {})["annotations"] = copy.deepcopy(annotations)
+        recorded, owned = find_container(record, container), find_container(restore, container)
+        for key in ("env", *override_keys):
+            if key in recorded:
+                owned[key] = copy.deepcopy(recorded[key])
+            else:
+                owned.pop(key, None)
+        needed = restore.get("spec") != live.get("spec")
+    else:
+        restore = copy.deepcopy(record)
     meta = restore.setdefault("metadata", {})
     live_meta = workload.get("metadata", {})
     kept = {k: v for k, v in (live_meta.get("annotations") or {}).items() if k in SERVER_ANNOTATIONS}
@@ -159,7 +217,7 @@ def restore_of(workload: dict[str, Any], record: dict[str, Any]) -> tuple[bool, 
         meta["annotations"] = {**(meta.get("annotations") or {}), **kept}
     if live_meta.get("resourceVersion"):
         meta["resourceVersion"] = live_meta["resourceVersion"]
-    return needed, restore
+    return needed, restore, drifted
 
 
 def compute(workload: dict[str, Any], container: str, env: list[dict[str, Any]], mode_env: str,
@@ -169,7 +227,7 @@ def compute(workload: dict[str, Any], container: str, env: list[dict[str, Any]],
     merged = merge_env(current, env)
     result: dict[str, Any] = {}
     if record is not None:
-        result["restore_needed"], result["restore"] = restore_of(workload, record)
+        result["restore_needed"], result["restore"], result["kept_since_record"] = restore_of(workload, record, container)
     return result | {
         "env": merged,
         "current_env": copy.deepcopy(current),
@@ -379,7 +437,7 @@ def report_entry(kind: str, name: str, container: str, source: str, record: dict
                  live: dict[str, Any], mode_env: str) -> dict[str, Any]:
     """What the migration changed in one workload, from its record (before) and the live object."""
     after = record_of(live)
-    restore_needed, _ = restore_of(live, record)
+    restore_needed, _, _ = restore_of(live, record)
 
     def owned_env(obj: dict[str, Any]) -> list[dict[str, Any]]:
         for candidate in containers_of(obj):

@@ -124,9 +124,12 @@ class MigrationLab:
                 return None
             raise
 
-    def record(self, kind: str, name: str) -> dict[str, Any]:
+    def record(self, kind: str, name: str, retired: bool = False) -> dict[str, Any]:
         data = self.state_configmap() or {}
-        return json.loads(data[f"{kind.lower()}.{name}.json"])
+        return json.loads(data[f"{'retired.' if retired else ''}{kind.lower()}.{name}.json"])
+
+    def has_record(self, kind: str, name: str) -> bool:
+        return f"{kind.lower()}.{name}.json" in (self.state_configmap() or {})
 
     def resource_versions(self) -> dict[str, str]:
         versions: dict[str, str] = {}

@@ -10,7 +10,7 @@ from typing import Iterator
 import pytest
 
 from conftest import KubeLab
-from migration_lab import COLLECTORS, MigrationLab, make_lab
+from migration_lab import COLLECTORS, CONTAINERS, MigrationLab, make_lab
 
 pytestmark = pytest.mark.integration
 
@@ -110,6 +110,13 @@ def test_rollback_restore_returns_the_recorded_pod_templates(lab: MigrationLab, 
             original["metadata"].get("annotations", {}).get("tapio.io/owner")
     verify = lab.playbook("playbooks/verify.yml", extra={"tapio_verify_mode": "direct"})
     assert verify.rc == 0, verify.explain()
+    # Each record is set aside, locally too: the next migration records afresh.
+    for name, original in originals.items():
+        kind = original["kind"]
+        assert not lab.has_record(kind, name), name
+        assert lab.record(kind, name, retired=True)["spec"] == original["spec"], name
+        retired_file = lab.artifacts / "state" / lab.namespace / "retired" / f"{kind.lower()}-{name}.json"
+        assert json.loads(retired_file.read_text())["spec"] == original["spec"], name
 
 
 def test_rollback_again_changes_nothing(lab: MigrationLab) -> None:
@@ -120,10 +127,57 @@ def test_rollback_again_changes_nothing(lab: MigrationLab) -> None:
     assert lab.resource_versions() == versions
 
 
+def test_an_upgrade_between_rollback_and_the_next_migration_survives_a_restore(lab: MigrationLab) -> None:
+    """Images upgraded after a restore (as a Helm upgrade would), then migrate and restore
+    again: the upgrade stays, and the restored templates equal the pre-second-migration ones."""
+    upgraded = {}
+    for name in ("tapio-k8s-collector", "tapio-pipeline"):
+        container = CONTAINERS[name]
+        image = next(c["image"] for c in lab.workload(name)["spec"]["template"]["spec"]["containers"]
+                     if c["name"] == container)
+        patch = {"spec": {"template": {"spec": {"containers": [{"name": container, "image": image + "-upgraded"}]}}}}
+        if name == "tapio-pipeline":
+            lab.apps.patch_namespaced_deployment(name, lab.namespace, patch)
+        else:
+            lab.apps.patch_namespaced_daemon_set(name, lab.namespace, patch)
+    lab.settled_resource_versions()
+    for name in ("tapio-k8s-collector", "tapio-pipeline"):
+        upgraded[name] = lab.workload(name)["spec"]["template"]
+    migrated = lab.migrate()
+    assert migrated.rc == 0, migrated.explain()
+    restored = lab.rollback("restore")
+    assert restored.rc == 0, restored.explain()
+    for name, template in upgraded.items():
+        assert lab.workload(name)["spec"]["template"] == template, name
+        assert "-upgraded" in json.dumps(lab.workload(name)["spec"]["template"]["spec"]["containers"]), name
+
+
 def test_migrate_again_after_rollback_works(lab: MigrationLab) -> None:
     run = lab.migrate()
     assert run.rc == 0, run.explain()
     assert all(lab.env(name)["TAPIO_OUTPUT_MODE"] == "nats" for name in (*COLLECTORS, "tapio-pipeline"))
+
+
+def test_an_upgrade_made_while_migrated_survives_a_restore(lab: MigrationLab) -> None:
+    """The image changes while the collector runs on NATS: the restore returns only what the
+    toolkit wrote (the env) to the record, keeps the new image and names it; migrate again."""
+    name, container = "tapio-k8s-collector", CONTAINERS["tapio-k8s-collector"]
+    image = next(c["image"] for c in lab.daemonset(name)["spec"]["template"]["spec"]["containers"]
+                 if c["name"] == container) + "-while-migrated"
+    lab.apps.patch_namespaced_daemon_set(name, lab.namespace, {"spec": {"template": {"spec": {
+        "containers": [{"name": container, "image": image}]}}}})
+    lab.settled_resource_versions()
+    record = lab.record("DaemonSet", name)
+    restored = lab.rollback("restore")
+    assert restored.rc == 0, restored.explain()
+    assert f"kept as changed since the record: spec.template.spec.containers[{container}].image" in restored.stdout, \
+        restored.explain()
+    owned = next(c for c in lab.daemonset(name)["spec"]["template"]["spec"]["containers"] if c["name"] == container)
+    recorded = next(c for c in record["spec"]["template"]["spec"]["containers"] if c["name"] == container)
+    assert owned["image"] == image
+    assert owned.get("env") == recorded.get("env")
+    again = lab.migrate()
+    assert again.rc == 0, again.explain()
 
 
 def test_rollback_switch_flips_only_the_mode(lab: MigrationLab) -> None:

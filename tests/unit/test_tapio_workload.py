@@ -157,3 +157,67 @@ def test_env_in_another_order_needs_no_change() -> None:
     merged = twe.compute(workload, "ebpf-collector", NATS_ENV, "TAPIO_OUTPUT_MODE")["env"]
     workload["spec"]["template"]["spec"]["containers"][0]["env"] = list(reversed(merged))
     assert twe.compute(workload, "ebpf-collector", NATS_ENV, "TAPIO_OUTPUT_MODE")["needs_change"] is False
+
+
+def migrated_copy(original: dict) -> dict:
+    """*original* as the toolkit leaves it: NATS env in the owned container, an annotation."""
+    migrated = copy.deepcopy(original)
+    migrated["metadata"]["resourceVersion"] = "77"
+    migrated["spec"]["template"]["spec"]["containers"][0]["env"] = twe.compute(
+        original, "ebpf-collector", NATS_ENV, "TAPIO_OUTPUT_MODE")["env"]
+    migrated["spec"]["template"]["metadata"]["annotations"]["tapio.io/switched"] = "nats"
+    return migrated
+
+
+def test_a_restore_with_only_the_toolkits_changes_gives_the_record_back_whole() -> None:
+    original = daemonset()
+    record = twe.record_of(original)
+    needed, definition, kept = twe.restore_of(migrated_copy(original), record, "ebpf-collector")
+    assert needed and kept == []
+    assert definition["spec"] == record["spec"]
+
+
+def test_an_upgrade_made_while_migrated_is_kept_and_only_the_toolkits_fields_go_back() -> None:
+    """The image changed (a Helm upgrade) while on NATS: the restore reverts the owned env and
+    the pod template annotations, keeps the new image and the sidecar, and names what it kept."""
+    original = daemonset()
+    record = twe.record_of(original)
+    live = migrated_copy(original)
+    live["spec"]["template"]["spec"]["containers"][0]["image"] = "tapio/ebpf:1.1.0"
+    live["spec"]["template"]["spec"]["containers"][1]["image"] = "shipper:2"
+    needed, definition, kept = twe.restore_of(live, record, "ebpf-collector")
+    assert needed
+    assert kept == ["spec.template.spec.containers[ebpf-collector].image",
+                    "spec.template.spec.containers[log-shipper].image"]
+    owned, sidecar = definition["spec"]["template"]["spec"]["containers"]
+    assert owned["image"] == "tapio/ebpf:1.1.0" and sidecar["image"] == "shipper:2"
+    assert owned["env"] == original["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert definition["spec"]["template"]["metadata"]["annotations"] == {"prometheus.io/scrape": "true"}
+    assert definition["metadata"]["resourceVersion"] == "77"
+
+
+def test_fields_the_toolkit_overrode_go_back_too_and_are_not_reported_as_kept() -> None:
+    original = daemonset()
+    record = twe.record_of(original)
+    live = migrated_copy(original)
+    live["spec"]["template"]["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "64"}}
+    live["spec"]["replicas"] = 4  # not the toolkit's: kept
+    needed, definition, kept = twe.restore_of(live, record, "ebpf-collector", ("resources",))
+    assert kept == ["spec.replicas"]
+    assert "resources" not in definition["spec"]["template"]["spec"]["containers"][0]
+    assert definition["spec"]["replicas"] == 4
+
+
+def test_a_workload_already_back_to_its_toolkit_fields_needs_no_restore_despite_an_upgrade() -> None:
+    original = daemonset()
+    record = twe.record_of(original)
+    live = copy.deepcopy(original)
+    live["spec"]["template"]["spec"]["containers"][0]["image"] = "tapio/ebpf:1.1.0"
+    needed, _, kept = twe.restore_of(live, record, "ebpf-collector")
+    assert not needed and kept == ["spec.template.spec.containers[ebpf-collector].image"]
+
+
+def test_differing_paths_match_list_items_by_name() -> None:
+    left = {"a": [{"name": "x", "v": 1}, {"name": "y", "v": 2}], "b": 1}
+    assert twe.differing_paths(left, {"a": [{"name": "x", "v": 1}, {"name": "y", "v": 3}], "b": 1}) == ["a[y].v"]
+    assert twe.differing_paths(left, {"a": [{"name": "y", "v": 2}], "b": 2}) == ["a", "b"]
