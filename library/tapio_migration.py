@@ -47,10 +47,13 @@ options:
         or duplicated event.
       - C(requirements) checks that the Python libraries every phase needs (kubernetes, nats-py)
         can be imported where the engine runs and returns their versions (RV(libraries)).
+      - C(lock) takes the run's Lease (O(lock)) in O(namespace) - acquires it, renews it, or takes
+        over one that expired - and returns its holder (RV(holder)); fails naming the holder when
+        another run holds it. C(unlock) deletes it when this run holds it. Neither counts as a change.
     type: str
     required: true
     choices: [preflight, probe, pipeline, collectors_plan, collectors_batch, verify, rollback, report, ledger,
-              requirements]
+              requirements, lock, unlock]
   kubeconfig:
     description: Kubeconfig file; the in-cluster service account when unset and running in a pod.
     type: path
@@ -201,6 +204,15 @@ options:
     description: C(ledger) - seconds the ledger may wait for in-flight events.
     type: int
     default: 60
+  lock:
+    description:
+      - The run's Lease, C({name, holder, duration}) - C(name) of the coordination.k8s.io Lease in
+        O(namespace) (default C(tapio-nats-migration)); C(holder) this run's identity (C(lock)
+        makes one when empty); C(duration) its leaseDurationSeconds (default 900).
+      - With a C(holder), every phase renews the Lease first and fails, changing nothing, when
+        another run holds it.
+    type: dict
+    default: {}
 notes:
   - Check mode and diff mode are supported.
   - Runs where the host's connection runs it (the control node for the lab's local connection);
@@ -265,6 +277,10 @@ nats_snapshot:
   description: C(report) - stream messages and the consumer's counters at report time.
   returned: phase report
   type: dict
+holder:
+  description: C(lock), C(unlock) - the holder identity of this run's Lease (user@host, pid, a unique run id).
+  returned: phases lock and unlock
+  type: str
 libraries:
   description: C(requirements) - the version of each library the engine needs, by distribution name.
   returned: phase requirements
@@ -287,6 +303,7 @@ from typing import Any
 from ansible.module_utils.basic import env_fallback
 from ansible.module_utils.tapio_engine import Engine, EngineError, ledger_verdict
 from ansible.module_utils.tapio_kube import KUBERNETES_IMPORT_ERROR, KUBERNETES_REQUIREMENT, Kube, KubeError
+from ansible.module_utils.tapio_lease import LeaseHeld, Lock, new_holder
 from ansible.module_utils.tapio_nats import NatsModuleError, exit_with_result, nats_module
 from ansible.module_utils.tapio_nats_session import NatsSession
 from ansible.module_utils.tapio_workload import WorkloadError
@@ -296,7 +313,8 @@ from ansible.module_utils.basic import missing_required_lib
 ARGUMENT_SPEC: dict[str, Any] = {
     "phase": {"type": "str", "required": True, "choices": [
         "preflight", "probe", "pipeline", "collectors_plan", "collectors_batch", "verify", "rollback", "report", "ledger",
-        "requirements"]},
+        "requirements", "lock", "unlock"]},
+    "lock": {"type": "dict", "default": {}},
     "kubeconfig": {"type": "path", "fallback": (env_fallback, ["K8S_AUTH_KUBECONFIG"])},
     "context": {"type": "str", "fallback": (env_fallback, ["K8S_AUTH_CONTEXT"])},
     "namespace": {"type": "str", "default": "tapio"},
@@ -333,6 +351,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "ledger_settle": {"type": "int", "default": 60},
 }
 
+LOCK_DEFAULTS = {"name": "tapio-nats-migration", "holder": "", "duration": 900}
 STATE_DEFAULTS = {"configmap": "tapio-migration-state", "dir": ".artifacts/state", "labels": {}}
 GATE_DEFAULTS = {"consumer_prefix": "tapio-migration-gate-", "timeout": 60, "max_pending": 1000}
 
@@ -379,11 +398,34 @@ def run_phase(engine: Engine, phase: str) -> dict[str, Any]:
     return engine.report()
 
 
+def lease_of(kube: Kube, params: dict[str, Any], steps: list[str]) -> Lock:
+    lock = params["lock"]
+    return Lock(kube, params["namespace"], lock["name"], lock["holder"], int(lock["duration"]), log=steps.append)
+
+
+def run_lock_phase(module: Any, params: dict[str, Any], steps: list[str]) -> None:
+    """lock or unlock; exits the module. The Lease is coordination, never a change to report."""
+    if params["phase"] == "lock" and not params["lock"]["holder"]:
+        params["lock"]["holder"] = new_holder()
+    if not params["lock"]["holder"]:
+        module.exit_json(changed=False, steps=["no lock holder given: nothing to release"])
+    try:
+        lease = lease_of(Kube(params["kubeconfig"], params["context"], log=steps.append), params, steps)
+        if params["phase"] == "lock":
+            lease.take(module.check_mode)
+        elif not module.check_mode:
+            lease.release()
+    except (LeaseHeld, KubeError) as error:
+        module.fail_json(msg=str(error), steps=steps)
+    module.exit_json(changed=False, holder=params["lock"]["holder"], steps=steps)
+
+
 def main() -> None:
     module = nats_module(ARGUMENT_SPEC, supports_check_mode=True)
     params = dict(module.params)
     params["state"] = {**STATE_DEFAULTS, **(params["state"] or {})}
     params["gate"] = {**GATE_DEFAULTS, **(params["gate"] or {})}
+    params["lock"] = {**LOCK_DEFAULTS, **(params["lock"] or {})}
     phase = params["phase"]
     if phase == "ledger":
         if module.check_mode:
@@ -403,16 +445,20 @@ def main() -> None:
         module.exit_json(changed=False, libraries=libraries,
                          steps=[", ".join(f"{name} {version}" for name, version in libraries.items())])
     steps: list[str] = []
+    if phase in ("lock", "unlock"):
+        run_lock_phase(module, params, steps)
     engine = None
     nats = None
     try:
         check_targets(params)
         kube = Kube(params["kubeconfig"], params["context"], log=steps.append)
+        if params["lock"]["holder"]:  # every call of a locked run renews the run's Lease
+            lease_of(kube, params, steps).take(module.check_mode)
         nats = NatsSession(params, log=steps.append)
         engine = Engine(params, kube, nats, module.check_mode)
         engine.steps = steps
         result = run_phase(engine, phase)
-    except (EngineError, KubeError, NatsModuleError, WorkloadError, ValueError) as error:
+    except (EngineError, KubeError, NatsModuleError, WorkloadError, ValueError, LeaseHeld) as error:
         partial = {"steps": steps, "changed": bool(engine and engine.changed)}
         module.fail_json(msg=str(error), **partial)
     except Exception as error:  # pragma: no cover - a bug, reported with its trace

@@ -1,0 +1,114 @@
+"""Unit tests for the run's Lease (module_utils/tapio_lease.py): who may take it, when a
+stale one may be taken over, and that a refusal names the holder and writes nothing. The
+real API server is the integration tests' (tests/integration/test_migration_lock.py)."""
+from __future__ import annotations
+
+import copy
+from datetime import datetime, timedelta, timezone
+from typing import Any, Optional
+
+import pytest
+
+from module_utils_loader import load_module_utils
+
+load_module_utils("tapio_kube")
+lease = load_module_utils("tapio_lease")
+
+NOW = datetime(2026, 12, 2, 12, 0, 0, tzinfo=timezone.utc)
+
+
+def held(holder: str, renewed_ago: float, duration: int = 900) -> dict[str, Any]:
+    return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "tapio-nats-migration", "namespace": "tapio", "resourceVersion": "5"},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": duration,
+                     "acquireTime": lease.format_time(NOW - timedelta(seconds=3600)),
+                     "renewTime": lease.format_time(NOW - timedelta(seconds=renewed_ago))}}
+
+
+@pytest.mark.parametrize("current, action", [
+    (None, "acquire"),
+    (held("", 10), "acquire"),
+    (held("me", 10), "renew"),
+    (held("me", 5000), "renew"),
+    (held("other", 899), "refuse"),
+    (held("other", 900), "takeover"),
+    (held("other", 5000), "takeover"),
+])
+def test_decide(current: Optional[dict[str, Any]], action: str) -> None:
+    assert lease.decide(current, "me", NOW)[0] == action
+
+
+def test_a_refusal_names_the_holder_since_when_and_the_expiry() -> None:
+    _, why = lease.decide(held("alice@runner pid 7 run ab12", 100), "me", NOW)
+    assert "alice@runner pid 7 run ab12 holds it since 2026-12-02T11:00:00.000000Z" in why
+    assert "expires in 800s" in why
+
+
+def test_times_round_trip_in_the_api_servers_micro_time_format() -> None:
+    assert lease.parse_time(lease.format_time(NOW)) == NOW
+    assert lease.parse_time("2026-12-02T12:00:00Z") == NOW
+    assert lease.parse_time("garbage") is None
+
+
+class FakeKube:
+    def __init__(self, existing: Optional[dict[str, Any]]) -> None:
+        self.lease, self.writes = copy.deepcopy(existing), []  # type: Optional[dict[str, Any]], list[str]
+
+    def get(self, kind: str, namespace: str, name: str) -> Optional[dict[str, Any]]:
+        return copy.deepcopy(self.lease)
+
+    def create(self, kind: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.writes.append("create")
+        self.lease = body
+        return body
+
+    def replace(self, kind: str, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.writes.append("replace")
+        self.lease = body
+        return body
+
+    def path(self, kind: str, namespace: str, name: str) -> str:
+        return f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"
+
+    def request(self, method: str, path: str, **kwargs: Any) -> None:
+        self.writes.append(method)
+        self.lease = None
+
+
+def lock_for(kube: FakeKube, holder: str = "me") -> Any:
+    return lease.Lock(kube, "tapio", "tapio-nats-migration", holder, 900, log=lambda _: None, now=lambda: NOW)
+
+
+def test_another_runs_live_lease_is_refused_without_a_write() -> None:
+    kube = FakeKube(held("other", 30))
+    with pytest.raises(lease.LeaseHeld, match="Another run is migrating or rolling back namespace tapio: other holds"):
+        lock_for(kube).take()
+    assert kube.writes == []
+
+
+def test_a_stale_lease_is_taken_over_with_a_new_acquire_time_and_transition() -> None:
+    kube = FakeKube(held("killed-run", 5000))
+    assert lock_for(kube).take() == "takeover"
+    spec = kube.lease["spec"]
+    assert spec["holderIdentity"] == "me" and spec["leaseTransitions"] == 1
+    assert spec["acquireTime"] == spec["renewTime"] == lease.format_time(NOW)
+    assert kube.lease["metadata"]["resourceVersion"] == "5", "the update must carry the read resourceVersion"
+
+
+def test_check_mode_refuses_like_a_real_run_but_never_writes() -> None:
+    with pytest.raises(lease.LeaseHeld):
+        lock_for(FakeKube(held("other", 30))).take(check_mode=True)
+    kube = FakeKube(None)
+    assert lock_for(kube).take(check_mode=True) == "acquire" and kube.writes == []
+
+
+def test_release_deletes_only_this_runs_lease() -> None:
+    mine, theirs = FakeKube(held("me", 1)), FakeKube(held("other", 1))
+    assert lock_for(mine).release() and mine.lease is None
+    assert not lock_for(theirs).release() and theirs.writes == []
+
+
+def test_a_holder_says_who_and_where() -> None:
+    holder = lease.new_holder()
+    assert "@" in holder and " pid " in holder and " run " in holder
+    assert holder != lease.new_holder()
