@@ -38,7 +38,9 @@ options:
         sets O(env) in its container, then waits for its rollout.
       - C(collectors_plan) records every collector and returns RV(batches) (canary first).
       - C(collectors_batch) switches the collectors of O(batch) and gates them; a failed gate
-        returns them to their records (and every other collector with O(full_rollback)).
+        returns them to their records (and every other collector with O(full_rollback)). A
+        collector already on NATS whose gate consumer still exists (a run stopped during its
+        gates or during the restore of a failed gate) is gated again, not switched again.
       - C(verify) checks output modes, rollouts and the pipeline consumer's lag.
       - C(rollback) returns the collectors, waits for the consumer to drain, then the pipeline
         (O(rollback_mode)).
@@ -269,6 +271,11 @@ switched:
   returned: phase collectors_batch
   type: list
   elements: str
+gated:
+  description: C(collectors_batch) - collectors whose gates passed in this call (switched now, or by an interrupted run).
+  returned: phase collectors_batch
+  type: list
+  elements: str
 report:
   description: C(report) - namespace, workloads (kind, name, env added/removed/changed, before, after), changed.
   returned: phase report
@@ -453,7 +460,7 @@ def main() -> None:
         check_targets(params)
         kube = Kube(params["kubeconfig"], params["context"], log=steps.append)
         if params["lock"]["holder"]:  # every call of a locked run renews the run's Lease
-            lease_of(kube, params, steps).take(module.check_mode)
+            lease_of(kube, params, steps).renew(module.check_mode)
         nats = NatsSession(params, log=steps.append)
         engine = Engine(params, kube, nats, module.check_mode)
         engine.steps = steps

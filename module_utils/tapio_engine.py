@@ -437,12 +437,23 @@ class Engine:
                     "collectors would have no consumer.")
         batches = []
         for names in collector_batches([t.name for t in ordered], int(self.p["batch_size"])):
-            changes = [n for n in names if self.collector_patch(self._collector(n), live[n]) is not None]
-            batches.append({"names": names, "changes": changes})
+            switch = [n for n in names if self.collector_patch(self._collector(n), live[n]) is not None]
+            regate = [n for n in names if n not in switch and self.gate_pending(self._collector(n))]
+            batches.append({"names": names, "changes": switch + regate, "regate": regate})
         pending = [b for b in batches if b["changes"]]
-        self.log(f"{len(pending)} of {len(batches)} batch(es) to switch: "
-                 + ("; ".join(", ".join(b["changes"]) for b in pending) or "every collector already on NATS"))
+        regates = [n for b in batches for n in b["regate"]]
+        self.log(f"{len(pending)} of {len(batches)} batch(es) to switch or gate: "
+                 + ("; ".join(", ".join(b["changes"]) for b in pending) or "every collector already on NATS and gated")
+                 + (f" ({', '.join(regates)}: switched by an interrupted run, not gated yet)" if regates else ""))
         return {"batches": batches}
+
+    def gate_pending(self, target: Target) -> bool:
+        """A collector already switched whose gate consumer still exists: a run stopped
+        (killed, interrupted) between its switch and the end of its gates, or during the
+        restore of a failed gate. Its gates must run before it counts as migrated."""
+        if not self.p["nats_checks"]:
+            return False
+        return self.consumer(self.p["gate"]["consumer_prefix"] + target.name) is not None
 
     def _collector(self, name: str) -> Target:
         for target in self.collectors:
@@ -456,9 +467,15 @@ class Engine:
         batch = [self._collector(n) for n in self.p["batch"]]
         live = self.read_all(batch)
         changes = [(t, p) for t in batch if (p := self.collector_patch(t, live[t.name])) is not None]
-        if not changes:
+        # Switched by a run that stopped before their gates finished: gated now, not switched again.
+        regate = [t for t in batch if all(t is not c for c, _ in changes) and self.gate_pending(t)]
+        if not changes and not regate:
             self.log(f"{', '.join(t.name for t in batch)}: already on NATS")
-            return {"switched": []}
+            return {"switched": [], "gated": []}
+        if regate:
+            self.log(f"{', '.join(t.name for t in regate)}: on NATS with its gate consumer still there (an "
+                     "interrupted run); running its gates")
+        targets = [t for t, _ in changes] + regate
         gates = self.p["nats_checks"] and not self.check
         prefix = self.p["gate"]["consumer_prefix"]
         gate = "switch"
@@ -469,21 +486,21 @@ class Engine:
             for target, patch in changes:
                 self.apply_patch(target, live[target.name], patch, self.collector_env(target))
             if self.check:
-                return {"switched": [t.name for t, _ in changes]}
+                return {"switched": [t.name for t, _ in changes], "gated": []}
             gate = "rollout"
-            for target, _ in changes:
+            for target in targets:
                 self.wait_rollout(target)
             if gates:
                 gate = "subjects"
-                for target, _ in changes:
+                for target in targets:
                     self.wait_new_messages(prefix + target.name, target)
                 gate = "consumer lag"
                 self.wait_consumer_keeps_up()
-                for target, _ in changes:
+                for target in targets:
                     self.delete_consumer(prefix + target.name)
         except (EngineError, KubeError, NatsModuleError, WorkloadError) as error:
-            self.fail_batch([t for t, _ in changes], gate, error, gates)
-        return {"switched": [t.name for t, _ in changes]}
+            self.fail_batch(targets, gate, error, gates)
+        return {"switched": [t.name for t, _ in changes], "gated": [t.name for t in targets] if gates else []}
 
     def wait_new_messages(self, gate_consumer: str, target: Target) -> None:
         def poll() -> tuple[bool, Any, str]:
@@ -514,14 +531,16 @@ class Engine:
     def fail_batch(self, failed: list[Target], gate: str, error: BaseException, gates: bool) -> None:
         names = [t.name for t in failed]
         self.log(f"{', '.join(names)} failed the {gate} gate: {error}")
+        others = [t for t in self.collectors if t.name not in names] if self.p["full_rollback"] else []
+        # Restore first: a run stopped during the restore leaves the gate consumers, so the
+        # next run finds these collectors ungated and gates (or restores) them again.
+        self.restore_targets(failed + others)
         if gates:
             for target in failed:
                 try:
                     self.delete_consumer(self.p["gate"]["consumer_prefix"] + target.name)
                 except (NatsModuleError, EngineError) as cleanup:
                     self.log(f"could not remove gate consumer of {target.name}: {cleanup}")
-        others = [t for t in self.collectors if t.name not in names] if self.p["full_rollback"] else []
-        self.restore_targets(failed + others)
         raise EngineError(
             f"Collector(s) {', '.join(names)} failed the {gate} gate ({str(error)[:300]}); returned to the recorded "
             "state. " + ("Every other collector was returned to its recorded state too." if self.p["full_rollback"]

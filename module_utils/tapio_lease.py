@@ -127,6 +127,17 @@ class Lock:
             self.log(f"took {self.label} for {self.duration}s ({why})")
         return action
 
+    def renew(self, check_mode: bool = False) -> None:
+        """Renew the Lease this run took; refuse when another run holds it. Writes only a Lease
+        this run holds: a call without one (a check-mode run, whose lock phase took nothing,
+        or a phase playbook) never creates one."""
+        lease = self.kube.get("Lease", self.namespace, self.name)
+        action, why = decide(lease, self.holder, self.now())
+        if action == "refuse":
+            raise LeaseHeld(f"This run's lock was taken by another run: {why} ({self.label}). Stopped here.")
+        if action == "renew" and not check_mode:
+            self.take()
+
     def release(self) -> bool:
         """Delete the Lease when this run holds it; True when it did."""
         lease = self.kube.get("Lease", self.namespace, self.name)

@@ -67,15 +67,26 @@ class MigrationLab:
         self.api = api
 
     # --- running playbooks --------------------------------------------------------------------
-    def playbook(self, *playbooks: str, extra: dict[str, Any] | None = None, args: tuple[str, ...] = ()) -> Run:
+    def _command(self, playbooks: tuple[str, ...], extra: dict[str, Any] | None,
+                 args: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
         extra_vars = {"tapio_namespace": self.namespace, "tapio_migration_nats_checks": False,
                       "tapio_artifacts_dir": str(self.artifacts), "tapio_verify_ledger_url": "", "tapio_timeline_url": "",
                       **(extra or {})}
         env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "ANSIBLE_NOCOLOR": "1",
                "ANSIBLE_FORCE_COLOR": "0"}
-        proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), *playbooks, "-e", json.dumps(extra_vars), *args],
-                              cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1800)
+        return [str(VENV_BIN / "ansible-playbook"), *playbooks, "-e", json.dumps(extra_vars), *args], env
+
+    def playbook(self, *playbooks: str, extra: dict[str, Any] | None = None, args: tuple[str, ...] = ()) -> Run:
+        command, env = self._command(playbooks, extra, args)
+        proc = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1800)
         return Run(proc.returncode, proc.stdout, proc.stderr)
+
+    def start_playbook(self, *playbooks: str, extra: dict[str, Any] | None = None) -> subprocess.Popen:
+        """The same run in the background, in a session of its own (so a test can SIGKILL it,
+        workers and all, as a lost runner would be)."""
+        command, env = self._command(playbooks, extra, ())
+        return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
 
     def migrate(self, **kwargs: Any) -> Run:
         return self.playbook(*PHASES, **kwargs)

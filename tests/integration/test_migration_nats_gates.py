@@ -8,8 +8,12 @@ no container); the engine's gates read the stream through NATS.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import threading
+import time
 import uuid
+from pathlib import Path
 from typing import Iterator
 
 import nats
@@ -86,6 +90,69 @@ def gate_vars(gate_stream: dict, **extra: object) -> dict:
             "tapio_collectors": collectors, "tapio_events_stream": gate_stream["stream"],
             "tapio_pipeline_consumer": gate_stream["consumer"], "tapio_collectors_gate_timeout": 20,
             "tapio_collectors_gate_consumer_prefix": "gate-", **extra}
+
+
+def kill_run(pid: int) -> None:
+    """SIGKILL ansible-playbook and every process under it, as a lost runner loses them.
+    Ansible's workers call setsid(), so killing the process group alone would leave the
+    worker running the engine call to its end."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(fields[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    doomed, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, its_parent in parents.items():
+            if its_parent == parent and child not in doomed:
+                doomed.add(child)
+                frontier.append(child)
+    for victim in doomed:
+        try:
+            os.kill(victim, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def gate_consumers(nats_lab: NatsLab, gate_stream: dict) -> list[str]:
+    return [c for c in asyncio.run(_jetstream(nats_lab, "list", gate_stream["stream"])) if c.startswith("gate-")]
+
+
+def test_a_run_killed_during_a_gate_is_gated_by_the_next_run(lab: MigrationLab, nats_lab: NatsLab,
+                                                             gate_stream: dict) -> None:
+    """SIGKILL the run while the canary waits for its first message (switched, not gated):
+    the re-run finds it on NATS with its gate consumer still there, runs its gates instead of
+    taking it for migrated, then switches the others. Runs first: the collectors start direct."""
+    extra = gate_vars(gate_stream, tapio_collectors_max_pending=100000, tapio_collectors_gate_timeout=120)
+    run = lab.start_playbook("playbooks/collectors.yml", extra=extra)
+    try:
+        deadline = time.monotonic() + 180
+        while not (lab.env("tapio-k8s-collector").get("TAPIO_OUTPUT_MODE") == "nats"
+                   and gate_consumers(nats_lab, gate_stream) == ["gate-tapio-k8s-collector"]):
+            assert run.poll() is None and time.monotonic() < deadline, "the run ended before the canary's gate"
+            time.sleep(0.5)
+        time.sleep(2)  # inside the gate's wait for a first message (nothing publishes)
+    finally:
+        kill_run(run.pid)
+        run.wait(timeout=30)
+    assert lab.env("tapio-k8s-collector")["TAPIO_OUTPUT_MODE"] == "nats"
+    assert "TAPIO_OUTPUT_MODE" not in lab.env("tapio-systemd-collector")
+
+    subjects = [f"{gate_stream['prefix']}.{kind}.x.y" for kind in ("k8s", "systemd", "ebpf")]
+    with Publisher(nats_lab, subjects):
+        again = lab.playbook("playbooks/collectors.yml", extra=extra)
+    assert again.rc == 0, again.explain()
+    assert "tapio-k8s-collector: switched by an interrupted run, not gated yet" in again.stdout, again.explain()
+    assert "tapio-k8s-collector: on NATS with its gate consumer still there" in again.stdout
+    assert all(lab.env(name)["TAPIO_OUTPUT_MODE"] == "nats" for name in COLLECTORS)
+    assert gate_consumers(nats_lab, gate_stream) == []
+
+    # Back to direct for the tests below (no drain: nothing acks this module's consumer).
+    back = lab.rollback("restore", extra=gate_vars(gate_stream, tapio_rollback_drain=False))
+    assert back.rc == 0, back.explain()
 
 
 def test_a_collector_without_new_messages_fails_the_subjects_gate(lab: MigrationLab, nats_lab: NatsLab,

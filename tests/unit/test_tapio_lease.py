@@ -112,3 +112,21 @@ def test_a_holder_says_who_and_where() -> None:
     holder = lease.new_holder()
     assert "@" in holder and " pid " in holder and " run " in holder
     assert holder != lease.new_holder()
+
+
+@pytest.mark.parametrize("current, writes", [
+    (None, []),                      # a check-mode run took nothing: a renewal creates nothing
+    (held("me", 30), ["replace"]),   # ours: renewed
+    (held("other", 5000), []),       # expired but not ours: left alone
+])
+def test_a_renewal_writes_only_a_lease_this_run_holds(current: Optional[dict[str, Any]], writes: list[str]) -> None:
+    kube = FakeKube(current)
+    lock_for(kube).renew()
+    assert kube.writes == writes
+
+
+def test_a_renewal_stops_the_run_when_another_run_took_the_lease() -> None:
+    kube = FakeKube(held("other", 5))
+    with pytest.raises(lease.LeaseHeld, match="This run's lock was taken by another run: other holds"):
+        lock_for(kube).renew()
+    assert kube.writes == []
