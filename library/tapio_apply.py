@@ -28,6 +28,8 @@ description:
   - Runs on the control node (the project's action plugin runs it in Ansible's worker process).
 version_added: "1.2.0"
 author: Tapio NATS migration toolkit
+extends_documentation_fragment:
+  - tapio_kube
 options:
   objects:
     description:
@@ -40,12 +42,6 @@ options:
     type: list
     elements: dict
     required: true
-  kubeconfig:
-    description: Kubeconfig file; the in-cluster service account when unset and running in a pod.
-    type: path
-  context:
-    description: Context of O(kubeconfig).
-    type: str
   field_manager:
     description: The server-side apply field manager that owns the applied fields.
     type: str
@@ -113,16 +109,16 @@ import time
 import traceback
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.tapio_apply import Applier, ApplyError, entry_diff, entry_result, object_label
 from ansible.module_utils.tapio_engine import Stalled, wait_for_progress
-from ansible.module_utils.tapio_kube import KUBERNETES_IMPORT_ERROR, KUBERNETES_REQUIREMENT, Kube, KubeError
+from ansible.module_utils.tapio_kube import (
+    KUBE_CONNECTION_SPEC, KUBERNETES_IMPORT_ERROR, KUBERNETES_REQUIREMENT, Kube, KubeError)
 from ansible.module_utils.tapio_workload import rollout_state
 
 ARGUMENT_SPEC: dict[str, Any] = {
     "objects": {"type": "list", "elements": "dict", "required": True},
-    "kubeconfig": {"type": "path", "fallback": (env_fallback, ["K8S_AUTH_KUBECONFIG"])},
-    "context": {"type": "str", "fallback": (env_fallback, ["K8S_AUTH_CONTEXT"])},
+    **KUBE_CONNECTION_SPEC,
     "field_manager": {"type": "str", "default": "tapio-nats-migration"},
     "wait": {"type": "bool", "default": True},
     "progress_deadline": {"type": "float", "default": 120},

@@ -25,6 +25,7 @@ version_added: "1.1.0"
 author: Tapio NATS migration toolkit
 extends_documentation_fragment:
   - tapio_nats
+  - tapio_kube
 options:
   phase:
     description:
@@ -56,12 +57,6 @@ options:
     required: true
     choices: [preflight, probe, pipeline, collectors_plan, collectors_batch, verify, rollback, report, ledger,
               requirements, lock, unlock]
-  kubeconfig:
-    description: Kubeconfig file; the in-cluster service account when unset and running in a pod.
-    type: path
-  context:
-    description: Context of O(kubeconfig).
-    type: str
   namespace:
     description: Namespace of the workloads and of the state ConfigMap.
     type: str
@@ -307,9 +302,9 @@ import json
 import traceback
 from typing import Any
 
-from ansible.module_utils.basic import env_fallback
 from ansible.module_utils.tapio_engine import Engine, EngineError, ledger_verdict
-from ansible.module_utils.tapio_kube import KUBERNETES_IMPORT_ERROR, KUBERNETES_REQUIREMENT, Kube, KubeError
+from ansible.module_utils.tapio_kube import (
+    KUBE_CONNECTION_SPEC, KUBERNETES_IMPORT_ERROR, KUBERNETES_REQUIREMENT, Kube, KubeError)
 from ansible.module_utils.tapio_lease import LeaseHeld, Lock, new_holder
 from ansible.module_utils.tapio_nats import NatsModuleError, exit_with_result, nats_module
 from ansible.module_utils.tapio_nats_session import NatsSession
@@ -322,8 +317,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
         "preflight", "probe", "pipeline", "collectors_plan", "collectors_batch", "verify", "rollback", "report", "ledger",
         "requirements", "lock", "unlock"]},
     "lock": {"type": "dict", "default": {}},
-    "kubeconfig": {"type": "path", "fallback": (env_fallback, ["K8S_AUTH_KUBECONFIG"])},
-    "context": {"type": "str", "fallback": (env_fallback, ["K8S_AUTH_CONTEXT"])},
+    **KUBE_CONNECTION_SPEC,
     "namespace": {"type": "str", "default": "tapio"},
     "pipeline": {"type": "dict", "default": {"name": "tapio-pipeline", "container": "pipeline"}},
     "collectors": {"type": "list", "elements": "dict", "default": []},

@@ -19,6 +19,8 @@ import time
 import traceback
 from typing import Any, Callable, Optional
 
+from ansible.module_utils.basic import env_fallback
+
 KUBERNETES_IMPORT_ERROR: Optional[str] = None
 try:
     from kubernetes import client as kube_client
@@ -30,6 +32,12 @@ except ImportError:  # pragma: no cover - exercised only without the library
     ApiException = Urllib3Error = Exception  # type: ignore[misc, assignment]
 
 KUBERNETES_REQUIREMENT = "kubernetes>=24.2.0"
+# The Kubernetes connection options of the modules that call the API (tapio_migration,
+# tapio_apply); documented once in plugins/doc_fragments/tapio_kube.py.
+KUBE_CONNECTION_SPEC: dict[str, Any] = {
+    "kubeconfig": {"type": "path", "fallback": (env_fallback, ["K8S_AUTH_KUBECONFIG"])},
+    "context": {"type": "str", "fallback": (env_fallback, ["K8S_AUTH_CONTEXT"])},
+}
 TRANSIENT_STATUS = (429, 500, 502, 503, 504)
 STRATEGIC_MERGE = "application/strategic-merge-patch+json"
 

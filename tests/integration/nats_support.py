@@ -5,9 +5,7 @@ No mocks: everything here talks to the lab's real 3-node cluster.
 """
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import io
 import json
 import os
 import re
@@ -68,37 +66,19 @@ def run_direct(module: str, args: dict[str, Any], check: bool = False, diff: boo
                auth: bool = True) -> dict[str, Any]:
     """Run the module's real code in this process, the way Ansible hands it its arguments
     (``ANSIBLE_MODULE_ARGS`` with ``_ansible_check_mode``/``_ansible_diff``), against the
-    real cluster. Skips only Ansible's process start-up, which costs seconds per call on
-    this 2-core machine; tests that need Ansible itself use run_adhoc/run_playbook_module."""
-    from ansible.module_utils import _internal, basic
-    from ansible.module_utils.common import warnings as module_warnings
-
-    for util in ("tapio_nats_config", "tapio_nats", "tapio_nats_probe", "tapio_nats_health"):
-        _load_module_code(util, "ansible.module_utils", REPO_ROOT / "module_utils" / f"{util}.py")
+    real cluster, through the same runner the project's action plugin uses in Ansible's
+    worker (plugins/action/tapio_migration.py). Skips only Ansible's start-up, which costs
+    seconds per call on this 2-core machine; tests that need Ansible itself use
+    run_adhoc/run_playbook_module."""
+    runner = _load_module_code("tapio_migration", "tapio_test_action", REPO_ROOT / "plugins" / "action" /
+                               "tapio_migration.py")
     code = _load_module_code(module, "tapio_test_library", REPO_ROOT / "library" / f"{module}.py")
     payload = {**(AUTH if auth else {}), **args, "_ansible_check_mode": check, "_ansible_diff": diff,
                "_ansible_verbosity": 0}
-    basic._ANSIBLE_ARGS = json.dumps({"ANSIBLE_MODULE_ARGS": payload}).encode()
-    basic._ANSIBLE_PROFILE = "legacy"
-    # A module process is never the controller: once anything in this process imported
-    # Ansible's controller code, warn() would print instead of returning the warning in the
-    # result. Warnings also live in a process-wide dict, so each call starts with none.
-    was_controller = _internal.is_controller
-    _internal.is_controller = False
-    module_warnings._global_warnings.clear()
-    out = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(out):
-            code.main()
-    except SystemExit:
-        pass
-    finally:
-        basic._ANSIBLE_ARGS = None
-        _internal.is_controller = was_controller
-        module_warnings._global_warnings.clear()
-    result = json.loads(out.getvalue())
+    output = runner.run_module_in_process(code, json.dumps({"ANSIBLE_MODULE_ARGS": payload}).encode())
+    result = json.loads(output)
     result.setdefault("failed", False)
-    result["_output"] = out.getvalue()
+    result["_output"] = output
     return result
 
 
