@@ -105,6 +105,7 @@ diff:
   type: list
 """
 
+import base64
 import time
 import traceback
 from typing import Any
@@ -129,6 +130,25 @@ ARGUMENT_SPEC: dict[str, Any] = {
 def as_entries(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Bare objects (a multi-document template's items) become ``{definition: object}``."""
     return [{"definition": item} if "definition" not in item and "kind" in item else item for item in objects]
+
+
+def secret_values(objects: list[dict[str, Any]]) -> set[str]:
+    """Every value of every Secret's data and stringData (and the decoded data)."""
+    found: set[str] = set()
+    for item in objects:
+        definition = item.get("definition")
+        if not isinstance(definition, dict) or definition.get("kind") != "Secret":
+            continue
+        for field in ("data", "stringData"):
+            for value in (definition.get(field) or {}).values():
+                if isinstance(value, str) and value:
+                    found.add(value)
+                    if field == "data":
+                        try:
+                            found.add(base64.b64decode(value).decode())
+                        except (ValueError, UnicodeDecodeError):
+                            pass
+    return found
 
 
 def bad_objects(objects: list[dict[str, Any]]) -> list[str]:
@@ -172,6 +192,9 @@ def main() -> None:
         module.fail_json(msg=missing_required_lib(KUBERNETES_REQUIREMENT), exception=KUBERNETES_IMPORT_ERROR)
     params = module.params
     params["objects"] = as_entries(params["objects"])
+    # A Secret's values travel in O(objects): keep them out of every result, the invocation
+    # echoed at -vvv included, as no_log would for an option of their own.
+    module.no_log_values.update(secret_values(params["objects"]))
     problems = bad_objects(params["objects"])
     if problems:
         module.fail_json(msg="Nothing was applied: " + "; ".join(problems) + ".")

@@ -98,3 +98,20 @@ def test_a_warning_comes_back_in_the_result_not_on_the_terminal(capsys: pytest.C
     # The raw output is the module profile's (the action plugin decodes it): one WarningSummary.
     assert [warning["event"]["msg"] for warning in result["warnings"]] == ["careful"]
     assert "careful" not in capsys.readouterr().err
+
+
+def test_tapio_apply_keeps_a_secrets_values_out_of_its_result_and_invocation(tmp_path: Path) -> None:
+    """The NATS Secret travels in tapio_apply's objects: even a failed call (here: no
+    kubeconfig) echoes its arguments without the password, plain or base64."""
+    apply_module = load("tapio_test_library_apply", REPO_ROOT / "library" / "tapio_apply.py")
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "auth", "namespace": "tapio"},
+              "stringData": {"NATS_PASSWORD": "s3cret-plain"}, "data": {"TOKEN": "dG9rZW4tdmFsdWU="}}
+    payload = {"ANSIBLE_MODULE_ARGS": {"objects": [{"definition": secret}], "kubeconfig": str(tmp_path / "none"),
+                                       "_ansible_check_mode": False, "_ansible_diff": True,
+                                       "_ansible_verbosity": 3}}
+    out = action.run_module_in_process(apply_module, json.dumps(payload).encode())
+    result = json.loads(out)
+    assert result.get("failed") and "kubeconfig" in result["msg"]
+    assert "invocation" in out, "the arguments are echoed: the check below must look at them"
+    for secret_text in ("s3cret-plain", "dG9rZW4tdmFsdWU=", "token-value"):
+        assert secret_text not in out
