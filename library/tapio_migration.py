@@ -149,7 +149,12 @@ options:
     description:
       - C(collectors_batch), C(verify) - C(consumer_prefix) of the temporary gate consumers,
         C(timeout) seconds without progress for the NATS gates, C(max_pending) the pipeline
-        consumer's allowed backlog.
+        consumer's backlog (pending plus awaiting ack) that passes at once, C(window) seconds
+        over which a larger backlog is judged by its trend.
+      - The consumer keeps up when its backlog is at most C(max_pending), or when over C(window)
+        its ack floor moved at least at the rate the stream grew and its backlog stayed bounded
+        (10% tolerance). Progress is the backlog reaching a new low, so a backlog that only
+        grows fails after C(timeout).
     type: dict
     default: {}
   full_rollback:
@@ -193,6 +198,14 @@ options:
     description: C(rollback) - wait for the pipeline consumer to drain before the pipeline goes back.
     type: bool
     default: true
+  stream_fill_limit:
+    description:
+      - C(preflight), C(collectors_batch), C(verify) - percent of the events stream's limits
+        (C(max_msgs), C(max_bytes), C(max_age)) that stops the run before the stream discards
+        (or refuses) events. Under C(discard=old) it is the pipeline consumer's unacknowledged
+        backlog and the age of its oldest message that count; under C(discard=new) the whole stream.
+    type: float
+    default: 80
   ledger_url:
     description: C(ledger) - base URL of the lab simulator.
     type: str
@@ -247,6 +260,12 @@ nats_deferred:
   description: C(preflight) - NATS is not installed yet, so its checks wait for the nats phase.
   returned: phase preflight
   type: bool
+stream_fill:
+  description:
+    - C(preflight), C(verify) - the events stream's fullness (C(percent), the C(limit) that gives it,
+      C(measures), C(summary)); null when the stream does not exist yet or NATS is not checked.
+  returned: phases preflight and verify
+  type: dict
 warnings_found:
   description: C(preflight) - problems that only warn (for example an unsafe strategy when allowed).
   returned: phase preflight
@@ -276,7 +295,9 @@ report:
   returned: phase report
   type: dict
 nats_snapshot:
-  description: C(report) - stream messages and the consumer's counters at report time.
+  description:
+    - C(report) - stream messages, the consumer's counters and the stream's fullness (C(fill_percent),
+      C(fill_limit), C(fill)) at report time.
   returned: phase report
   type: dict
 holder:
@@ -348,13 +369,14 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "expected_mode": {"type": "str", "default": "nats"},
     "rollback_mode": {"type": "str", "default": "switch", "choices": ["switch", "restore"]},
     "drain": {"type": "bool", "default": True},
+    "stream_fill_limit": {"type": "float", "default": 80},
     "ledger_url": {"type": "str", "default": ""},
     "ledger_settle": {"type": "int", "default": 60},
 }
 
 LOCK_DEFAULTS = {"name": "tapio-nats-migration", "holder": "", "duration": 900}
 STATE_DEFAULTS = {"configmap": "tapio-migration-state", "dir": ".artifacts/state", "labels": {}}
-GATE_DEFAULTS = {"consumer_prefix": "tapio-migration-gate-", "timeout": 60, "max_pending": 1000}
+GATE_DEFAULTS = {"consumer_prefix": "tapio-migration-gate-", "timeout": 60, "max_pending": 1000, "window": 10}
 
 
 def read_ledger(url: str, settle: int) -> dict[str, Any]:
@@ -383,7 +405,7 @@ def run_phase(engine: Engine, phase: str) -> dict[str, Any]:
     if phase == "preflight":
         found = engine.preflight()
         return {"nats_deferred": found["nats_deferred"], "warnings_found": found["warnings"],
-                "output_modes": found["output_modes"]}
+                "output_modes": found["output_modes"], "stream_fill": found["stream_fill"]}
     if phase == "probe":
         return engine.probe()
     if phase == "pipeline":

@@ -14,6 +14,7 @@ after a fixed total, so a 1,000-pod DaemonSet rolling one pod at a time is not f
 """
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import time
@@ -21,7 +22,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from ansible.module_utils.tapio_kube import Kube, KubeError
-from ansible.module_utils.tapio_nats import JetStreamApi, NatsModuleError
+from ansible.module_utils.tapio_nats import JetStreamApi, JetStreamApiError, NatsModuleError
+from ansible.module_utils.tapio_stream_health import (
+    Sample, backlog_of, fullness, fullness_problem, keeps_up, parse_time, sample_of)
 from ansible.module_utils.tapio_workload import (
     WorkloadError, access_review, collector_batches, env_diff, find_container, job_finished, ledger_problems,
     needed_permissions, object_diff, order_problem, output_mode_of, pod_template_hash, record_file,
@@ -270,6 +273,41 @@ class Engine:
     def stream_exists(self) -> bool:
         return self.stream_info() is not None
 
+    def stream_and_consumer(self) -> tuple[Optional[dict[str, Any]], Optional[dict[str, Any]], Optional[float]]:
+        """The stream, the pipeline's consumer and the age in seconds of the oldest message it
+        has not acknowledged (None when it has none, or it cannot be read), in one session call."""
+        stream, name = self.p["stream"], self.p["consumer"]
+
+        async def read(api: JetStreamApi) -> tuple[Optional[dict[str, Any]], Optional[dict[str, Any]], Optional[float]]:
+            info = await api.stream_info(stream)
+            consumer = await api.consumer_info(stream, name) if info is not None else None
+            if consumer is None or backlog_of(consumer) == 0:
+                return info, consumer, None
+            first = int((consumer.get("ack_floor") or {}).get("stream_seq") or 0) + 1
+            subject = (consumer.get("config") or {}).get("filter_subject") or ">"
+            try:
+                answer = await api.request(f"$JS.API.STREAM.MSG.GET.{stream}", {"seq": first, "next_by_subj": subject})
+            except JetStreamApiError:  # no such message any more: the age is unknown, not an error
+                return info, consumer, None
+            stored = parse_time(str((answer.get("message") or {}).get("time") or ""))
+            age = (datetime.datetime.now(datetime.timezone.utc) - stored).total_seconds() if stored else None
+            return info, consumer, age
+
+        return self.nats.call(read, f"stream {stream} and consumer {name}")
+
+    def check_fill(self, where: str) -> Optional[dict[str, Any]]:
+        """The stream's fullness for the pipeline's backlog; fails at or above the limit, naming
+        the stream and its fill level, before the stream discards (or refuses) events."""
+        info, consumer, age = self.stream_and_consumer()
+        if info is None:
+            return None
+        fill = fullness(info, consumer, age)
+        problem = fullness_problem(fill, float(self.p["stream_fill_limit"]))
+        if problem:
+            raise EngineError(f"{where}: {problem}")
+        self.log(fill["summary"])
+        return fill
+
     def create_gate_consumer(self, name: str, subject_prefix: str) -> None:
         stream = self.p["stream"]
         config = {"durable_name": name, "description": "Temporary gate of the NATS migration; counts the "
@@ -348,7 +386,14 @@ class Engine:
                          "right after it.")
         modes = {t.name: self.mode(live[t.name], t) for t in targets}  # type: ignore[arg-type]
         self.log("workloads: " + ", ".join(f"{t.label} ({modes[t.name] or 'unset'})" for t in targets))
-        return {"nats_deferred": deferred, "warnings": warnings, "output_modes": modes}
+        fill = None
+        if self.p["nats_checks"] and not deferred:
+            # A stream from an earlier run that is close to its limits would discard events
+            # (or refuse them) while the collectors switch: stop before anything changes.
+            fill = self.check_fill("preflight")
+            if fill is None:
+                self.log(f"stream {self.p['stream']} does not exist yet (the streams phase creates it)")
+        return {"nats_deferred": deferred, "warnings": warnings, "output_modes": modes, "stream_fill": fill}
 
     def probe(self) -> dict[str, Any]:
         """A short-lived Job resolves the NATS service and opens its client port from the
@@ -513,20 +558,33 @@ class Engine:
         self.log(f"{target.name}: {summary}")
 
     def wait_consumer_keeps_up(self) -> None:
-        """The pipeline's consumer at most max_pending behind; progress is its ack floor moving."""
-        max_pending = int(self.p["gate"]["max_pending"])
+        """The pipeline's consumer keeps up (see tapio_stream_health.keeps_up): a small backlog,
+        or over gate.window its ack floor moving at the stream's rate with the backlog bounded.
+        Progress is the backlog reaching a new low, so one that only grows fails after
+        gate.timeout; the stream filling up to stream_fill_limit fails at once."""
+        max_pending, window = int(self.p["gate"]["max_pending"]), float(self.p["gate"]["window"])
+        name = self.p["consumer"]
+        samples: list[Sample] = []
+        lowest: list[int] = []
 
         def poll() -> tuple[bool, Any, str]:
-            info = self.consumer(self.p["consumer"])
+            info, consumer, age = self.stream_and_consumer()
             if info is None:
-                return False, "missing", f"consumer {self.p['consumer']} does not exist"
-            pending = int(info.get("num_pending") or 0)
-            floor = int((info.get("ack_floor") or {}).get("stream_seq") or 0)
-            return pending <= max_pending, floor, f"{pending} pending (at most {max_pending}), ack floor {floor}"
+                raise EngineError(f"stream {self.p['stream']} does not exist")
+            if consumer is None:
+                return False, "missing", f"consumer {name} does not exist"
+            problem = fullness_problem(fullness(info, consumer, age), float(self.p["stream_fill_limit"]))
+            if problem:
+                raise EngineError(problem)
+            samples.append(sample_of(info, consumer, self.clock()))
+            del samples[:-max(2, int(2 * window / max(self.p["poll_interval"], 0.1)) + 2)]
+            lowest[:] = [min([*lowest, samples[-1].backlog])]
+            verdict, why = keeps_up(samples, max_pending, window)
+            return bool(verdict), lowest[0], why
 
-        summary = wait_for_progress(poll, f"consumer {self.p['consumer']} keeping up", float(self.p["gate"]["timeout"]),
+        summary = wait_for_progress(poll, f"consumer {name} keeping up", float(self.p["gate"]["timeout"]),
                                     self.p["poll_interval"], self.clock, self.sleep)
-        self.log(f"consumer {self.p['consumer']}: {summary}")
+        self.log(f"consumer {name}: {summary}")
 
     def fail_batch(self, failed: list[Target], gate: str, error: BaseException, gates: bool) -> None:
         names = [t.name for t in failed]
@@ -614,12 +672,12 @@ class Engine:
             self.wait_rollout(target)
         result: dict[str, Any] = {}
         if self.p["nats_checks"] and expected != direct:
-            info = self.consumer(self.p["consumer"])
-            max_pending = int(self.p["gate"]["max_pending"])
-            if info is None:
+            stream, info, _ = self.stream_and_consumer()
+            if stream is None or info is None:
                 raise EngineError(f"consumer {self.p['consumer']} of stream {self.p['stream']} does not exist")
-            if int(info.get("num_pending") or 0) > max_pending:
+            if backlog_of(info) > int(self.p["gate"]["max_pending"]):
                 self.wait_consumer_keeps_up()
+            result["stream_fill"] = self.check_fill("verify")
             info = self.consumer(self.p["consumer"]) or {}
             result["consumer"] = {k: info.get(k) for k in ("num_pending", "num_ack_pending", "num_redelivered")}
             self.log(f"consumer {self.p['consumer']}: {info.get('num_pending')} pending, "
@@ -692,17 +750,16 @@ class Engine:
         workloads = [report_entry(e["target"].kind, e["target"].name, e["target"].container, e["source"], e["record"],
                                   live[name], self.mode_env) for name, e in plan.items() if e["source"] != "none"]
         snapshot: dict[str, Any] = {}
-        if self.p["nats_checks"] and self.stream_exists():
+        info, found, age = self.stream_and_consumer() if self.p["nats_checks"] else (None, None, None)
+        if info is not None:
             stream = self.p["stream"]
-
-            async def state(api: JetStreamApi) -> Optional[dict[str, Any]]:
-                return await api.stream_info(stream)
-
-            info = self.nats.call(state, f"stream {stream}") or {}
-            consumer = self.consumer(self.p["consumer"]) or {}
+            consumer = found or {}
+            fill = fullness(info, found, age)
             snapshot = {"stream": stream, "messages": (info.get("state") or {}).get("messages", 0),
                         "consumer": self.p["consumer"], "num_pending": consumer.get("num_pending"),
-                        "num_ack_pending": consumer.get("num_ack_pending")}
+                        "num_ack_pending": consumer.get("num_ack_pending"), "fill_percent": fill["percent"],
+                        "fill_limit": fill["limit"], "fill": fill["summary"]}
+            self.log(fill["summary"])
         changed = [w["name"] for w in workloads if w["changed_from_record"]]
         self.log(f"{len(changed)} of {len(workloads)} workload(s) differ from their pre-migration record "
                  f"({', '.join(changed) or 'none'})")

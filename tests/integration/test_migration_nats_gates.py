@@ -266,3 +266,47 @@ def test_rollback_refuses_to_switch_the_pipeline_back_when_its_consumer_is_gone(
     accepted = lab.rollback("switch", extra={**extra, "tapio_rollback_drain": False})
     assert accepted.rc == 0, accepted.explain()
     assert lab.env("tapio-pipeline")["TAPIO_OUTPUT_MODE"] == "direct"
+
+
+async def _stream_near_its_limit(nats_lab: NatsLab, name: str, subject: str, max_msgs: int, unread: int) -> None:
+    """A stream (limits, discard old) whose pipeline consumer has *unread* messages it never acked."""
+    nc = await nats.connect(servers=nats_lab.servers, user=nats_lab.user, password=nats_lab.password)
+    js = nc.jetstream()
+    try:
+        await js.add_stream(name=name, subjects=[f"{subject}.>"], num_replicas=1, max_msgs=max_msgs)
+        await js.add_consumer(name, durable_name="pipeline", ack_policy=AckPolicy.EXPLICIT)
+        for index in range(unread):
+            await js.publish(f"{subject}.k8s.x", f"event {index}".encode())
+    finally:
+        await nc.close()
+
+
+def test_a_stream_near_its_limits_stops_the_migration_before_anything_changes(lab: MigrationLab,
+                                                                               nats_lab: NatsLab) -> None:
+    """90 of the stream's 100 messages are unread by the pipeline's consumer: at 100 the stream
+    (discard old) would drop unread events. migrate.yml stops in preflight naming the stream and
+    its fill level, with every object and record untouched."""
+    tag = uuid.uuid4().hex[:8]
+    stream, prefix = f"MIGFULL_{tag}", f"migfull.{tag}"
+    asyncio.run(_stream_near_its_limit(nats_lab, stream, prefix, max_msgs=100, unread=90))
+    try:
+        versions, records = lab.settled_resource_versions(), lab.state_configmap()
+        run = lab.playbook("migrate.yml", extra={
+            **gate_vars({"stream": stream, "prefix": prefix, "consumer": "pipeline"}), "tapio_nats_install": False,
+            "tapio_nats_monitor_urls": nats_lab.monitor_urls, "tapio_consume_subjects": f"{prefix}.>",
+            "migration_preflight_probe": False})
+        assert run.rc != 0, run.explain()
+        assert (f"preflight: Stream {stream} is 90% full by max_msgs, at or above the 80% limit "
+                "(tapio_stream_fill_limit): unacknowledged: 90 of 100 messages (90%)") in run.stdout, run.explain()
+        assert "discards events the pipeline has not acknowledged" in run.stdout, run.explain()
+        assert lab.resource_versions() == versions
+        assert lab.state_configmap() == records
+        # A higher limit lets the same preflight pass: the check is the limit, not the stream.
+        passed = lab.playbook("playbooks/preflight.yml", extra={
+            **gate_vars({"stream": stream, "prefix": prefix, "consumer": "pipeline"}), "tapio_nats_install": False,
+            "tapio_nats_monitor_urls": nats_lab.monitor_urls, "migration_preflight_probe": False,
+            "tapio_stream_fill_limit": 95})
+        assert passed.rc == 0, passed.explain()
+        assert f"stream {stream} is 90% full (unacknowledged: 90 of 100 messages (90%)" in passed.stdout, passed.explain()
+    finally:
+        asyncio.run(_jetstream(nats_lab, "delete", stream))
