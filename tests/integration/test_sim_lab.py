@@ -28,7 +28,7 @@ import pytest
 from kubernetes import client, config
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 
-from conftest import REPO_ROOT, KubeLab, NatsLab
+from conftest import LAB_STATE, REPO_ROOT, KubeLab, NatsLab
 
 pytestmark = pytest.mark.integration
 
@@ -151,7 +151,7 @@ def ready_pods(e: Env, name: str) -> int:
 
 
 class Sim:
-    def __init__(self, e: Env, state_dir: Path, rate: float) -> None:
+    def __init__(self, e: Env, state_dir: Path, rate: float, connections: str = "per-pod") -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.state_dir = state_dir
@@ -160,7 +160,9 @@ class Sim:
                "--collector", "tapio-k8s-collector:k8s-collector:k8s",
                "--stream", e.stream, "--consumer", e.consumer, "--port", str(self.port),
                "--state-dir", str(state_dir), "--rate", str(rate), "--poll-interval", "0.3",
-               "--stop-flush-timeout", "10", "--exit-settle", "5"]
+               "--stop-flush-timeout", "10", "--exit-settle", "5", "--nats-connections", connections,
+               # The lab the fixtures use (TAPIO_LAB_STATE, TAPIO_LAB_PORT_OFFSET), not the defaults.
+               "--kubeconfig", str(LAB_STATE / "kubeconfig"), *[f"--nats-server={s}" for s in e.nats_lab.servers]]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,  # noqa: S603
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
         wait_for(lambda: self._healthy(), 30, "the simulator's /healthz")
@@ -203,10 +205,12 @@ def source_row(ledger: dict[str, Any]) -> dict[str, Any]:
     return ledger["sources"].get("k8s-collector", {})
 
 
-def test_direct_to_nats_switch_loses_nothing(env: Env, tmp_path: Path) -> None:
+@pytest.mark.parametrize("connections", ["per-pod", "shared"])
+def test_direct_to_nats_switch_loses_nothing(env: Env, tmp_path: Path, connections: str) -> None:
     """A real rollout from direct to NATS mode: events flow through JetStream afterwards,
-    and once drained nothing is lost or delivered twice."""
-    sim = Sim(env, tmp_path, rate=150)
+    and once drained nothing is lost or delivered twice; with a NATS connection per emulated
+    pod and with one shared by all (what benchmarks/scale.sh uses for 500 nodes)."""
+    sim = Sim(env, tmp_path, rate=150, connections=connections)
     try:
         wait_for(lambda: source_row(sim.get("/ledger")).get("pods_by_mode", {}).get("direct") == 3, 15,
                  "3 direct-mode collector instances")

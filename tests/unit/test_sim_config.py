@@ -124,3 +124,70 @@ def test_example_config_lists_the_defaults() -> None:
     defaults = {k: v for k, v in config.DEFAULTS.items() if k not in ("kubeconfig", "state_dir")}
     assert example == defaults
     assert config.load(str(REPO_ROOT / "lab" / "simulator" / "config.example.yml")) == config.load(None)
+
+
+def test_pod_cache_follows_list_then_watch_events() -> None:
+    from tapio_sim.kube import PodCache
+
+    cache = PodCache()
+    assert not cache.synced.is_set()
+    cache.replace([pod("a"), pod("b")], "100")
+    assert cache.synced.is_set() and cache.resource_version == "100"
+    assert sorted(p["metadata"]["name"] for p in cache.items()) == ["a", "b"]
+    modified = pod("a", ready=False)
+    modified["metadata"]["resourceVersion"] = "101"
+    assert cache.apply({"type": "MODIFIED", "object": modified})
+    added = pod("c")
+    added["metadata"]["resourceVersion"] = "102"
+    assert cache.apply({"type": "ADDED", "object": added})
+    assert cache.apply({"type": "DELETED", "object": {**pod("b"), "metadata": {**pod("b")["metadata"],
+                                                                                "resourceVersion": "103"}}})
+    assert cache.apply({"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "110"}}})
+    assert cache.resource_version == "110"
+    views = {v.name: v.ready for v in pods_of({"matchLabels": {"app.kubernetes.io/name": "c"}}, cache.items(),
+                                             "collector", {})}
+    assert views == {"a": False, "c": True}
+    # 410 Gone (resourceVersion too old): the watch must list again; nothing changes meanwhile.
+    assert not cache.apply({"type": "ERROR", "object": {"code": 410, "message": "too old resource version"}})
+    assert "410" in cache.last_error and len(cache.items()) == 2
+
+
+def test_emit_tick_wakes_less_for_slow_pods() -> None:
+    from tapio_sim.collector import TICK, emit_tick
+
+    assert emit_tick(230) == TICK            # the default rate: unchanged
+    assert emit_tick(10) == TICK
+    assert emit_tick(1.38) == pytest.approx(0.5 / 1.38)  # 500 nodes at ~2,070 events/s in all
+    assert emit_tick(0.1) == 1.0
+    assert emit_tick(0) == 1.0
+
+
+def test_reconcile_starts_new_pods_concurrently_and_retries_failures(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from tapio_sim import sim as sim_mod
+    from tapio_sim.kube import PodView
+
+    running = {"now": 0, "peak": 0}
+
+    class FakeInstance:
+        def __init__(self, _sim: object, col: dict, pod: PodView) -> None:
+            self.pod, self.source = pod, col["name"]
+
+        async def start(self) -> None:
+            running["now"] += 1
+            running["peak"] = max(running["peak"], running["now"])
+            await asyncio.sleep(0.01)
+            running["now"] -= 1
+            if self.pod.name == "bad":
+                raise OSError("connection refused")
+
+    monkeypatch.setattr(sim_mod, "CollectorInstance", FakeInstance)
+    cfg = config.load(None, {})
+    simulator = sim_mod.Simulator(cfg)
+    col = cfg["collectors"][0]["name"]
+    pods = [PodView(uid=f"u{i}", name=f"p{i}", node="n", ready=True) for i in range(100)]
+    pods.append(PodView(uid="ubad", name="bad", node="n", ready=True))
+    asyncio.run(simulator.reconcile({col: pods}))
+    assert len(simulator.collectors) == 100 and "ubad" not in simulator.collectors
+    assert 1 < running["peak"] <= sim_mod.START_CONCURRENCY

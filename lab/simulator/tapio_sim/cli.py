@@ -58,7 +58,8 @@ def build_overrides(args: argparse.Namespace) -> dict[str, Any]:
         over["env"] = env
     nats_over = {k: v for k, v in (("servers", args.nats_server), ("user", args.nats_user),
                                    ("password_env", args.nats_password_env), ("stream", args.stream),
-                                   ("consumer", args.consumer), ("publish_window", args.publish_window)) if v}
+                                   ("consumer", args.consumer), ("publish_window", args.publish_window),
+                                   ("connections", args.nats_connections)) if v}
     if nats_over:
         over["nats"] = nats_over
     http = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
@@ -84,6 +85,7 @@ async def _run(cfg: dict[str, Any]) -> int:
     await sim._stop.wait()  # noqa: SLF001 - the CLI owns the simulator's lifetime
     log.info("stopping: settling in-flight events, flushing publishers")
     path = await sim.shutdown()
+    sim.reader.close()  # type: ignore[union-attr]
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -178,6 +180,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--stream")
     run.add_argument("--consumer")
     run.add_argument("--publish-window", type=int)
+    run.add_argument("--nats-connections", choices=("per-pod", "shared"),
+                     help="a NATS connection per emulated pod (default) or one shared by all")
     run.add_argument("--stop-flush-timeout", type=float)
     run.add_argument("--exit-settle", type=float)
     run.add_argument("--log-level")

@@ -54,6 +54,9 @@ DEFAULTS: dict[str, Any] = {
         "url_map": {},
         "stream": "TAPIO_EVENTS",
         "consumer": "tapio-pipeline",
+        # per-pod: each emulated collector pod opens its own connection (as real pods do);
+        # shared: one connection per server list for every pod (labs of hundreds of nodes).
+        "connections": "per-pod",
         "publish_window": 1024,        # un-acked publishes per collector pod
         "max_backlog": 200000,         # queued events per collector pod before dropping
         "ack_timeout": 5.0,            # republish (same Nats-Msg-Id) after this long
@@ -115,6 +118,8 @@ def normalise(cfg: dict[str, Any]) -> dict[str, Any]:
         raise ValueError("config: http.host must be a loopback address")
     if cfg["nats"].get("password_env"):
         cfg["nats"]["password"] = os.environ.get(cfg["nats"]["password_env"], cfg["nats"].get("password"))
+    if cfg["nats"]["connections"] not in ("per-pod", "shared"):
+        raise ValueError("config: nats.connections must be per-pod or shared")
     cfg["rate_per_pod"] = float(cfg["rate_per_pod"])
     return cfg
 

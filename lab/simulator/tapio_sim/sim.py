@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from tapio_sim.collector import CollectorInstance
+from tapio_sim.collector import CollectorInstance, SharedConnections
 from tapio_sim.kube import KubeReader, PodView
 from tapio_sim.ledger import Ledger
 from tapio_sim.pipeline import PipelineConsumer
@@ -19,6 +19,8 @@ from tapio_sim.pipeline import PipelineConsumer
 log = logging.getLogger("tapio_sim")
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+# Emulated collector pods started at the same time (each NATS-mode start opens a connection).
+START_CONCURRENCY = 32
 
 
 def map_nats_url(url: str, url_map: dict[str, Any], servers: list[str]) -> list[str]:
@@ -59,6 +61,8 @@ class Simulator:
         self._stopping_tasks: set[asyncio.Task[Any]] = set()
         self._stop = asyncio.Event()
         self.state_dir = Path(cfg["state_dir"])
+        # nats.connections: per-pod (a connection per emulated pod, as real pods have) or shared.
+        self.shared_nats = SharedConnections(self) if cfg["nats"]["connections"] == "shared" else None
 
     # -- helpers used by the emulated pods ------------------------------------------------
     def direct_available(self) -> bool:
@@ -113,16 +117,25 @@ class Simulator:
         for uid in list(self.collectors):
             if uid not in wanted:
                 self._retire(self.collectors.pop(uid).stop())
-        for uid, (col, pod) in wanted.items():
-            if uid in self.collectors:
-                continue
+        # New pods start concurrently (a NATS-mode start is a connection): a DaemonSet rolling
+        # over 500 nodes brings hundreds of new pods, which one at a time took minutes.
+        starting = [(uid, col, pod) for uid, (col, pod) in wanted.items() if uid not in self.collectors]
+        limit = asyncio.Semaphore(START_CONCURRENCY)
+
+        async def start(col: dict[str, Any], pod: PodView) -> CollectorInstance | None:
             inst = CollectorInstance(self, col, pod)
-            try:
-                await inst.start()
-            except Exception as exc:  # noqa: BLE001 - NATS unreachable: try again next poll
-                log.error("collector pod %s: cannot start (%s: %s); retrying", pod.name, type(exc).__name__, exc)
-                continue
-            self.collectors[uid] = inst
+            async with limit:
+                try:
+                    await inst.start()
+                except Exception as exc:  # noqa: BLE001 - NATS unreachable: try again next poll
+                    log.error("collector pod %s: cannot start (%s: %s); retrying", pod.name, type(exc).__name__, exc)
+                    return None
+            return inst
+
+        started = await asyncio.gather(*(start(col, pod) for _, col, pod in starting))
+        for (uid, _, _), inst in zip(starting, started):
+            if inst is not None:
+                self.collectors[uid] = inst
 
     def _retire(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -177,6 +190,8 @@ class Simulator:
             "polls": self.polls, "poll_errors": self.poll_errors, "last_poll_error": self.last_poll_error,
             "last_poll": self.last_poll,
             "missing_workloads": self.missing_workloads,
+            "pod_watch": {ns: {"pods": len(c.pods), "lists": c.lists, "events": c.events, "last_error": c.last_error}
+                          for ns, c in getattr(self.reader, "caches", {}).items()},
             "pipeline": {"ready_pods": self.ready_pipeline,
                          "pods": [{"name": p.name, "ready": p.ready,
                                    "nats": pipeline_wants_nats(p.env, self.cfg["pipeline"], self.cfg["env"])}
@@ -233,6 +248,8 @@ class Simulator:
         for consumer in list(self.consumers.values()):
             await consumer.stop()
         self.consumers.clear()
+        if self.shared_nats is not None:
+            await self.shared_nats.close()
         final = self.report(self.ledger.watermarks()) | {"settle": final["settle"]}
         final["timeline"] = self.ledger.timeline_rows()
         final["shutdown"] = time.time()
