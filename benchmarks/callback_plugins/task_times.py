@@ -3,7 +3,7 @@
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
 """Benchmark aid: the wall time of each task, slowest first, after the recap.
 
-Enabled only by benchmarks/migrate.sh (ANSIBLE_CALLBACK_PLUGINS + ANSIBLE_CALLBACKS_ENABLED).
+Enabled only by benchmarks/migrate.sh and scale.sh (ANSIBLE_CALLBACK_PLUGINS + ANSIBLE_CALLBACKS_ENABLED).
 TAPIO_TASK_TIMES_TOP sets how many tasks are listed (default 25).
 """
 from __future__ import annotations
