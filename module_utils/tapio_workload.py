@@ -249,6 +249,36 @@ def record_file(kind: str, name: str) -> str:
     return f"{kind.lower()}-{name}.json"
 
 
+# Beside each record: which run made it, when, and from which live object (ConfigMap key
+# provenance.<key>, local file <kind>-<name>.provenance.json). The record itself stays the
+# bare spec, so a restore writes back exactly what was found.
+PROVENANCE_PREFIX = "provenance."
+
+
+def provenance_file(kind: str, name: str) -> str:
+    return f"{kind.lower()}-{name}.provenance.json"
+
+
+def provenance_of(live: dict[str, Any], run: str, recorded_at: str) -> dict[str, Any]:
+    meta = live.get("metadata") or {}
+    return {"recorded_by": run, "recorded_at": recorded_at, "uid": meta.get("uid"),
+            "generation": meta.get("generation"), "resource_version": meta.get("resourceVersion"),
+            "pod_template_hash": pod_template_hash(live)}
+
+
+def provenance_line(provenance: Optional[dict[str, Any]], live: dict[str, Any]) -> str:
+    """Where a record came from, and whether the live object is still the one it was taken
+    from (a workload deleted and created again since, by an uninstall and install, is not)."""
+    if not provenance:
+        return "recorded by an earlier version of the toolkit (no provenance kept)"
+    line = (f"recorded by {provenance.get('recorded_by')} at {provenance.get('recorded_at')} from generation "
+            f"{provenance.get('generation')}, pod template {provenance.get('pod_template_hash')}")
+    uid = (live.get("metadata") or {}).get("uid")
+    if provenance.get("uid") and uid and uid != provenance["uid"]:
+        line += f"; the workload was deleted and created again since (uid {provenance['uid']} -> {uid})"
+    return line
+
+
 def record_text(record: dict[str, Any]) -> str:
     """A record as stored: the same bytes Ansible's to_nice_json(indent=2) gives."""
     return json.dumps(record, indent=2, sort_keys=True, separators=(",", ": "), ensure_ascii=False)
@@ -434,7 +464,7 @@ def access_review(need: dict[str, str], namespace: str) -> dict[str, Any]:
 # The report: each workload against its record
 # ------------------------------------------------------------------------------------------
 def report_entry(kind: str, name: str, container: str, source: str, record: dict[str, Any],
-                 live: dict[str, Any], mode_env: str) -> dict[str, Any]:
+                 live: dict[str, Any], mode_env: str, provenance: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """What the migration changed in one workload, from its record (before) and the live object."""
     after = record_of(live)
     restore_needed, _, _ = restore_of(live, record)
@@ -457,6 +487,7 @@ def report_entry(kind: str, name: str, container: str, source: str, record: dict
     return {
         "kind": kind, "name": name, "container": container,
         "output_mode": output_mode_of(live, container, mode_env), "record_source": source,
+        "record_provenance": provenance or None,
         "changed_from_record": restore_needed,
         "env_added": [e for e in after_env if e.get("name") not in before_names],
         "env_removed": [e for e in before_env if e.get("name") not in after_names],

@@ -139,6 +139,10 @@ class MigrationLab:
         data = self.state_configmap() or {}
         return json.loads(data[f"{'retired.' if retired else ''}{kind.lower()}.{name}.json"])
 
+    def provenance(self, kind: str, name: str, retired: bool = False) -> dict[str, Any]:
+        data = self.state_configmap() or {}
+        return json.loads(data[f"{'retired.' if retired else ''}provenance.{kind.lower()}.{name}.json"])
+
     def has_record(self, kind: str, name: str) -> bool:
         return f"{kind.lower()}.{name}.json" in (self.state_configmap() or {})
 

@@ -10,7 +10,8 @@ import pytest
 
 from module_utils_loader import load_module_utils
 
-for _name in ("tapio_nats_config", "tapio_nats", "tapio_kube", "tapio_nats_session"):
+for _name in ("tapio_nats_config", "tapio_nats", "tapio_kube", "tapio_nats_session", "tapio_lease",
+              "tapio_stream_health"):
     load_module_utils(_name)
 tw = load_module_utils("tapio_workload")
 engine = load_module_utils("tapio_engine")

@@ -221,3 +221,28 @@ def test_differing_paths_match_list_items_by_name() -> None:
     left = {"a": [{"name": "x", "v": 1}, {"name": "y", "v": 2}], "b": 1}
     assert twe.differing_paths(left, {"a": [{"name": "x", "v": 1}, {"name": "y", "v": 3}], "b": 1}) == ["a[y].v"]
     assert twe.differing_paths(left, {"a": [{"name": "y", "v": 2}], "b": 2}) == ["a", "b"]
+
+
+# -- provenance -------------------------------------------------------------------------------
+def test_provenance_names_the_run_and_the_object_a_record_came_from() -> None:
+    live = daemonset()
+    live["metadata"].update({"uid": "u-1", "generation": 4, "resourceVersion": "77"})
+    provenance = twe.provenance_of(live, "ops@host pid 1 run ab12", "2026-12-02T16:00:00Z")
+    assert provenance == {"recorded_by": "ops@host pid 1 run ab12", "recorded_at": "2026-12-02T16:00:00Z",
+                          "uid": "u-1", "generation": 4, "resource_version": "77",
+                          "pod_template_hash": twe.pod_template_hash(live)}
+    line = twe.provenance_line(provenance, live)
+    assert line == ("recorded by ops@host pid 1 run ab12 at 2026-12-02T16:00:00Z from generation 4, pod template "
+                    f"{twe.pod_template_hash(live)}")
+
+
+def test_provenance_says_when_the_workload_was_created_again_since_the_record() -> None:
+    live = daemonset()
+    live["metadata"]["uid"] = "u-2"
+    provenance = {"recorded_by": "r", "recorded_at": "t", "uid": "u-1", "generation": 1, "pod_template_hash": "h"}
+    assert twe.provenance_line(provenance, live).endswith(
+        "; the workload was deleted and created again since (uid u-1 -> u-2)")
+
+
+def test_a_record_without_provenance_is_said_to_be_from_an_earlier_toolkit() -> None:
+    assert "no provenance kept" in twe.provenance_line(None, daemonset())
