@@ -359,15 +359,14 @@ class Engine:
         secret = self.p["secret"] or {}
         permissions = list(self.p["permissions"])
         if secret.get("name"):
-            permissions.append({"group": "", "resource": "secrets", "verbs": ["get"]})
-        needed = needed_permissions(permissions)
-        answers = self.kube.allowed([access_review(n, self.namespace) for n in needed])
-        denied = [f"{n['label']}{' in ' + n['namespace'] if n['namespace'] else ''}"
-                  for n, ok in zip(needed, answers) if not ok]
+            permissions.append({"group": "", "resource": "secrets", "verbs": ["get"], "namespace": self.namespace})
+        needed = needed_permissions(permissions, self.namespace)
+        answers = self.kube.allowed([access_review(n) for n in needed])
+        denied = [n["label"] for n, ok in zip(needed, answers) if not ok]
         if denied:
-            raise EngineError(f"The run's identity lacks permission(s) in namespace {self.namespace}: "
-                              f"{', '.join(denied)}.")
-        self.log(f"{len(needed)} permission(s) granted")
+            raise EngineError(f"The run's identity lacks {len(denied)} permission(s) the run needs: {'; '.join(denied)}. "
+                              "Bind it to the runner's Role and ClusterRole (playbooks/runner_rbac.yml, docs/rbac.md).")
+        self.log(f"{len(needed)} permission(s) granted in {len({n['namespace'] for n in needed})} scope(s)")
         targets = [self.pipeline, *self.collectors]
         live = {t.name: self.read(t) for t in targets}
         missing = []

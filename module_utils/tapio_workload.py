@@ -440,22 +440,36 @@ def strategy_problem(deployment: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------------
 # Permissions (SelfSubjectAccessReview per verb and resource)
 # ------------------------------------------------------------------------------------------
-def needed_permissions(entries: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """One {group, resource, verb, namespace, label} per verb of each entry."""
-    needed = []
+def needed_permissions(entries: list[dict[str, Any]], default_namespace: str = "") -> list[dict[str, str]]:
+    """One {group, resource, subresource, verb, namespace, name, label} per verb (and resource
+    name) of each entry, duplicates once. An entry's namespace '' is cluster-scoped; without a
+    namespace key it is *default_namespace*. A resource 'pods/portforward' is a subresource."""
+    needed: list[dict[str, str]] = []
+    seen: set[tuple[str, ...]] = set()
     for entry in entries:
         group = entry.get("group") or ""
+        resource, _, subresource = str(entry["resource"]).partition("/")
+        namespace = entry["namespace"] if "namespace" in entry else default_namespace
         for verb in entry.get("verbs") or []:
-            resource = entry["resource"]
-            needed.append({"group": group, "resource": resource, "verb": verb,
-                           "namespace": entry.get("namespace") or "",
-                           "label": f"{verb} {resource}{'.' + group if group else ''}"})
+            for name in entry.get("names") or [""]:
+                key = (group, resource, subresource, verb, namespace or "", name)
+                if key in seen:
+                    continue
+                seen.add(key)
+                what = f"{resource}{'/' + subresource if subresource else ''}{'.' + group if group else ''}"
+                where = f" {name}" if name else ""
+                scope = f" in namespace {namespace}" if namespace else " (cluster-wide)"
+                needed.append({"group": group, "resource": resource, "subresource": subresource, "verb": verb,
+                               "namespace": namespace or "", "name": name,
+                               "label": f"{verb} {what}{where}{scope}"})
     return needed
 
 
-def access_review(need: dict[str, str], namespace: str) -> dict[str, Any]:
-    attributes = {"group": need["group"], "resource": need["resource"], "verb": need["verb"],
-                  "namespace": need.get("namespace") or namespace}
+def access_review(need: dict[str, str]) -> dict[str, Any]:
+    attributes = {"group": need["group"], "resource": need["resource"], "verb": need["verb"]}
+    for key in ("subresource", "namespace", "name"):
+        if need.get(key):
+            attributes[key] = need[key]
     return {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
             "spec": {"resourceAttributes": attributes}}
 
