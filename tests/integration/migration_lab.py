@@ -182,6 +182,33 @@ class MigrationLab:
             time.sleep(1.0)
 
 
+    # --- volumes for a NATS install in the test namespace ------------------------------------
+    VOLUME_LABEL = "tapio-test-namespace"
+
+    def nats_volumes(self, cluster: str = "tapio-nats", replicas: int = 3) -> None:
+        """PersistentVolumes of the test's own, pre-bound to the NATS StatefulSet's claims, so a
+        test that installs NATS never uses up the lab's shared volumes (a released Retain volume
+        cannot bind again). Deleted with the namespace (make_lab)."""
+        for index in range(replicas):
+            self.core.create_persistent_volume(client.V1PersistentVolume(
+                metadata=client.V1ObjectMeta(name=f"{self.namespace}-{index}",
+                                             labels={self.VOLUME_LABEL: self.namespace}),
+                spec=client.V1PersistentVolumeSpec(
+                    storage_class_name="standard", capacity={"storage": "10Gi"}, access_modes=["ReadWriteOnce"],
+                    persistent_volume_reclaim_policy="Retain",
+                    claim_ref=client.V1ObjectReference(namespace=self.namespace, name=f"jetstream-{cluster}-{index}"),
+                    host_path=client.V1HostPathVolumeSource(path=f"/tmp/{self.namespace}-volume-{index}",
+                                                            type="DirectoryOrCreate"))))
+
+    def delete_volumes(self) -> None:
+        for volume in self.core.list_persistent_volume(label_selector=f"{self.VOLUME_LABEL}={self.namespace}").items:
+            try:
+                self.core.delete_persistent_volume(volume.metadata.name)
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+
+
 def make_lab(kube: KubeLab, prefix: str, tmp: Path) -> Iterator[MigrationLab]:
     lab = MigrationLab(kube, f"mig-{prefix}-{uuid.uuid4().hex[:6]}", tmp)
     lab.create()
@@ -189,3 +216,4 @@ def make_lab(kube: KubeLab, prefix: str, tmp: Path) -> Iterator[MigrationLab]:
         yield lab
     finally:
         lab.delete()
+        lab.delete_volumes()

@@ -25,7 +25,9 @@ ROLE = "tapio-nats-migration-runner"
 
 @pytest.fixture(scope="module")
 def lab(kube_lab: KubeLab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MigrationLab]:
-    yield from make_lab(kube_lab, "rbac", tmp_path_factory.mktemp("artifacts"))
+    for lab in make_lab(kube_lab, "rbac", tmp_path_factory.mktemp("artifacts")):
+        lab.nats_volumes()  # the run installs NATS into the test namespace
+        yield lab
 
 
 def runner_kubeconfig(lab: MigrationLab, path: Path) -> Path:
