@@ -34,6 +34,11 @@ from ansible.module_utils.tapio_workload import (
     strategy_problem, switch_patch)
 
 CONFLICT_RETRIES = 5
+# Seconds before the first re-read after a 409, doubled each time (0.2, 0.4, 0.8, 1.6). A write
+# to a workload makes its controller write too (even an annotation moves a Deployment's
+# generation, and the controller writes status.observedGeneration 30-80 ms later in the lab):
+# reading again at once would race that answer and spend a second attempt on the same change.
+CONFLICT_BACKOFF = 0.2
 # ConfigMap keys of records a restore has set aside (see Engine.retire).
 RETIRED_PREFIX = "retired."
 
@@ -228,15 +233,22 @@ class Engine:
         self.log(f"patched {target.label}")
 
     def restore(self, target: Target, record: dict[str, Any], provenance: Optional[dict[str, Any]] = None) -> bool:
-        """Replace the live object with its record where they differ; a 409 (someone else
-        wrote in between) re-reads and re-applies, bounded. True when it replaced."""
+        """Replace the live object with its record where they differ. A 409 (another writer
+        changed the object between this read and this replace) reads it again and decides
+        again from the object as it is then: what is kept, the definition and the diff, so a
+        concurrent writer's change is judged like any other change made since the record.
+        Bounded by CONFLICT_RETRIES; True when it replaced (in check mode: would replace)."""
+        overrides = tuple((self.p["container_overrides"] or {}).get(target.name) or {})
+        conflicts: list[str] = []
         for attempt in range(1, CONFLICT_RETRIES + 1):
             live = self.read(target)
             if live is None:
                 raise EngineError(f"{target.label} no longer exists in namespace {self.namespace}")
-            overrides = tuple((self.p["container_overrides"] or {}).get(target.name) or {})
             needed, definition, kept = restore_of(live, record, target.container, overrides)
             if not needed:
+                if conflicts:
+                    self.log(f"{target.label} needs no restore any more after {len(conflicts)} 409 conflict(s) "
+                             "(another writer changed it)")
                 return False
             how = "to its record" if not kept else (
                 f"(only what the toolkit writes: the env{', ' + ', '.join(overrides) if overrides else ''} of container "
@@ -244,22 +256,40 @@ class Engine:
                 f"record: {', '.join(kept)}")
             if attempt == 1:
                 self.log(f"{target.label}: {provenance_line(provenance, live)}")
-                self.changed = True
-                after = record if not kept else {**definition, "metadata": {
-                    k: v for k, v in definition["metadata"].items() if k != "resourceVersion"}}
-                self.diff.append(object_diff(record_of(live), after, f"{target.label} (restore)"))
+            after = record if not kept else {**definition, "metadata": {
+                k: v for k, v in definition["metadata"].items() if k != "resourceVersion"}}
+            diff = object_diff(record_of(live), after, f"{target.label} (restore)")
             if self.check:
+                self.changed = True
+                self.diff.append(diff)
                 self.log(f"would restore {target.label} {how}")
                 return True
             try:
                 self.kube.replace(target.kind, self.namespace, target.name, definition)
-                self.log(f"restored {target.label} {how}")
-                return True
             except KubeError as error:
-                if error.status != 409 or attempt == CONFLICT_RETRIES:
+                if error.status != 409:
                     raise
-                self.log(f"{target.label} changed while restoring (409); reading it again (attempt {attempt})")
-        return True  # pragma: no cover - the loop returns or raises
+                conflicts.append(str(error))
+                if attempt == CONFLICT_RETRIES:
+                    self.log(f"{target.label} changed while restoring (409 Conflict; attempt {attempt} of "
+                             f"{CONFLICT_RETRIES})")
+                    break
+                wait = CONFLICT_BACKOFF * 2 ** (attempt - 1)
+                self.log(f"{target.label} changed while restoring (409 Conflict); reading it again in {wait:g}s "
+                         f"(attempt {attempt} of {CONFLICT_RETRIES})")
+                self.sleep(wait)
+                continue
+            # The diff and the step describe the replace that was applied, not a stale read's plan.
+            self.changed = True
+            self.diff.append(diff)
+            self.log(f"restored {target.label} {how}" + (
+                f" (after {len(conflicts)} 409 conflict(s): read again and applied to the object as it then was)"
+                if conflicts else ""))
+            return True
+        raise EngineError(
+            f"{target.label} was not restored: each of {CONFLICT_RETRIES} attempts met a 409 Conflict (another writer "
+            f"changed it between the engine's read and its replace; last: {conflicts[-1]}). It was left as it is and "
+            "its record kept; run the rollback again once the other writer has stopped.")
 
     # -- waits ----------------------------------------------------------------------------
     def wait_rollout(self, target: Target, deadline: Optional[float] = None) -> None:
@@ -631,11 +661,14 @@ class Engine:
                 f"No pre-migration record of {', '.join(lost)} (ConfigMap {self.namespace}/"
                 f"{self.p['state']['configmap']} or {self.state_dir()}), and it runs in {self.mode_env}="
                 f"{self.p['nats_value']} mode; use rollback mode switch instead.")
-        restored = [e["target"] for e in plan.values()
-                    if e["source"] in ("configmap", "artifact")
-                    and self.restore(e["target"], e["record"], e["provenance"])]
+        recorded = [e["target"] for e in plan.values() if e["source"] in ("configmap", "artifact")]
+        restored = [target for target in recorded
+                    if self.restore(target, plan[target.name]["record"], plan[target.name]["provenance"])]
         if not self.check:
-            for target in restored:
+            # A record is retired only once its workload has rolled out, and that includes a
+            # workload an interrupted run already replaced: it matches its record now, so it is
+            # not replaced again, but its rollout may still be under way (or stuck).
+            for target in recorded if retire else restored:
                 self.wait_rollout(target)
         if retire:
             self.retire([e for e in plan.values() if e["source"] in ("configmap", "artifact")])

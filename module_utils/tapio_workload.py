@@ -183,15 +183,23 @@ def restore_of(workload: dict[str, Any], record: dict[str, Any], container: Opti
 
     When nothing but the toolkit's own fields (see without_toolkit_fields) changed, the
     definition is the record itself: the pod template comes back byte for byte. When anything
-    else changed (an image upgraded while migrated, replicas an HPA set), only the toolkit's
-    fields go back to the record and everything else keeps its live value."""
+    else changed (an image upgraded while migrated, replicas an HPA set, a label or annotation
+    of the object itself, which the toolkit never writes), only the toolkit's fields go back to
+    the record and everything else keeps its live value.
+
+    Without *container* (the report) only whether it differs is meaningful: any difference,
+    the object's own labels and annotations included, counts."""
     live = record_of(workload)
     needed = any(live.get("metadata", {}).get(key) != record.get("metadata", {}).get(key)
                  for key in ("labels", "annotations")) or live.get("spec") != record.get("spec")
     drifted: list[str] = []
     if container is not None:
-        drifted = differing_paths(without_toolkit_fields(record, container, override_keys).get("spec"),
-                                  without_toolkit_fields(live, container, override_keys).get("spec"), "spec")
+        def own_metadata(obj: dict[str, Any]) -> dict[str, Any]:
+            return {key: (obj.get("metadata") or {}).get(key) or {} for key in ("labels", "annotations")}
+
+        drifted = differing_paths(own_metadata(record), own_metadata(live), "metadata") + differing_paths(
+            without_toolkit_fields(record, container, override_keys).get("spec"),
+            without_toolkit_fields(live, container, override_keys).get("spec"), "spec")
     if drifted:
         restore = copy.deepcopy(live)
         recorded_template = (record.get("spec") or {}).get("template") or {}

@@ -145,11 +145,17 @@ def test_restore_puts_back_the_recorded_template_and_keeps_server_metadata() -> 
         "tapio.io/owner": "platform-team", "deprecated.daemonset.template.generation": "3"}
 
 
-def test_restore_detects_a_changed_own_annotation() -> None:
+def test_a_changed_own_annotation_is_a_change_from_the_record_that_a_restore_keeps() -> None:
+    """The object's own annotation changed (not the toolkit's: it never writes the object's
+    metadata) while its spec is as recorded: the report counts it as a change from the record;
+    a restore has nothing of the toolkit's to put back, and names the annotation as kept."""
     record = twe.record_of(daemonset())
     changed = daemonset()
     changed["metadata"]["annotations"]["tapio.io/owner"] = "someone-else"
-    assert twe.compute(changed, "ebpf-collector", [], "M", record)["restore_needed"] is True
+    assert twe.restore_of(changed, record)[0] is True
+    result = twe.compute(changed, "ebpf-collector", [], "M", record)
+    assert result["restore_needed"] is False
+    assert result["kept_since_record"] == ["metadata.annotations.tapio.io/owner"]
 
 
 def test_env_in_another_order_needs_no_change() -> None:
@@ -193,6 +199,27 @@ def test_an_upgrade_made_while_migrated_is_kept_and_only_the_toolkits_fields_go_
     assert owned["image"] == "tapio/ebpf:1.1.0" and sidecar["image"] == "shipper:2"
     assert owned["env"] == original["spec"]["template"]["spec"]["containers"][0]["env"]
     assert definition["spec"]["template"]["metadata"]["annotations"] == {"prometheus.io/scrape": "true"}
+    assert definition["metadata"]["resourceVersion"] == "77"
+
+
+def test_an_annotation_another_writer_put_on_the_object_while_migrated_is_kept() -> None:
+    """A concurrent writer (kubectl annotate, a GitOps controller) annotated and relabelled the
+    DaemonSet itself while it ran on NATS: the restore (read again after its 409) returns the
+    toolkit's fields, so the pod template is the recorded one, and keeps the writer's metadata,
+    naming it, instead of putting the record's metadata back over it."""
+    original = daemonset()
+    record = twe.record_of(original)
+    live = migrated_copy(original)
+    live["metadata"]["annotations"]["faults.tapio.io/writer"] = "7"
+    live["metadata"]["labels"]["team"] = "obs"
+    needed, definition, kept = twe.restore_of(live, record, "ebpf-collector")
+    assert needed
+    assert kept == ["metadata.annotations.faults.tapio.io/writer", "metadata.labels.team"]
+    assert definition["spec"] == record["spec"]
+    assert definition["metadata"]["annotations"] == {
+        "tapio.io/owner": "platform-team", "faults.tapio.io/writer": "7",
+        "deprecated.daemonset.template.generation": "3"}
+    assert definition["metadata"]["labels"] == {"app.kubernetes.io/name": "tapio-ebpf-collector", "team": "obs"}
     assert definition["metadata"]["resourceVersion"] == "77"
 
 
