@@ -49,6 +49,12 @@ class Run:
     def changed(self) -> int:
         return self.recap().get("changed", -1)
 
+    @classmethod
+    def from_output(cls, rc: int, output: Path) -> "Run":
+        """A background run's result (``MigrationLab.start_playbook(output=...)``): stderr is
+        in the same file as stdout."""
+        return cls(rc, output.read_text(errors="replace"), "")
+
     def explain(self) -> str:
         return f"rc={self.rc}\n--- stdout (tail) ---\n{self.stdout[-6000:]}\n--- stderr ---\n{self.stderr[-2000:]}"
 
@@ -81,12 +87,18 @@ class MigrationLab:
         proc = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1800)
         return Run(proc.returncode, proc.stdout, proc.stderr)
 
-    def start_playbook(self, *playbooks: str, extra: dict[str, Any] | None = None) -> subprocess.Popen:
+    def start_playbook(self, *playbooks: str, extra: dict[str, Any] | None = None,
+                       output: Path | None = None) -> subprocess.Popen:
         """The same run in the background, in a session of its own (so a test can SIGKILL it,
-        workers and all, as a lost runner would be)."""
+        workers and all, as a lost runner would be). With *output*, its stdout and stderr go
+        to that file (``Run.from_output`` reads it back once the run has ended)."""
         command, env = self._command(playbooks, extra, ())
-        return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
+        if output is None:
+            return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, start_new_session=True)
+        with open(output, "wb") as log:
+            return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
 
     def migrate(self, **kwargs: Any) -> Run:
         return self.playbook(*PHASES, **kwargs)
