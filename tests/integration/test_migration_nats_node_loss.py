@@ -326,7 +326,12 @@ def test_migrate_loses_nothing_when_a_nats_server_dies_during_the_collectors_pha
     extra = {"tapio_nats_install": False, "tapio_migration_nats_checks": True, "tapio_collectors": events.collectors(),
              "tapio_events_stream": events.stream, "tapio_consume_subjects": events.subjects,
              "tapio_pipeline_consumer": events.consumer, "tapio_verify_ledger_url": simulator,
-             "tapio_poll_interval": 1}
+             "tapio_poll_interval": 1,
+             # The default stream reserves 1 GB per server; with TAPIO_EVENTS there (molecule
+             # ran first) a second one does not fit the lab's 2 GB JetStream store.
+             "nats_streams_events_stream": {
+                 "name": events.stream, "subjects": [events.subjects], "retention": "limits", "storage": "file",
+                 "replicas": 3, "discard": "old", "max_age": "1h", "max_bytes": "64MB", "duplicate_window": "2m"}}
     canary = CONTAINERS[COLLECTORS[0]]
     output = tmp_path / "migrate.log"
     started = time.monotonic()

@@ -245,7 +245,9 @@ def test_a_writer_that_wins_every_race_stops_the_restore_naming_the_409s(
         f"{lab.namespace}/daemonsets/tapio-k8s-collector: 409 Operation cannot be fulfilled on daemonsets.apps "
         '"tapio-k8s-collector": the object has been modified'), result["msg"]
     assert conflicts.answers == [("tapio-k8s-collector", 409)] * CONFLICT_RETRIES
-    assert [s[10:] for s in result["steps"]] == [
+    # The first step says where the record came from (its provenance); then the conflicts.
+    assert "DaemonSet/tapio-k8s-collector: recorded by " in result["steps"][0], result["steps"]
+    assert [s[10:] for s in result["steps"][1:]] == [
         *[f"DaemonSet/tapio-k8s-collector changed while restoring (409 Conflict); reading it again in {wait}s "
           f"(attempt {n} of 5)" for n, wait in BACKOFF],
         "DaemonSet/tapio-k8s-collector changed while restoring (409 Conflict; attempt 5 of 5)"]
