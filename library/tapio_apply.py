@@ -105,13 +105,13 @@ diff:
   type: list
 """
 
-import base64
 import time
 import traceback
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible.module_utils.tapio_apply import Applier, ApplyError, entry_diff, entry_result, object_label
+from ansible.module_utils.tapio_apply import (
+    Applier, ApplyError, entry_diff, entry_result, object_label, secret_values)
 from ansible.module_utils.tapio_engine import Stalled, wait_for_progress
 from ansible.module_utils.tapio_kube import (
     KUBE_CONNECTION_SPEC, KUBERNETES_IMPORT_ERROR, KUBERNETES_REQUIREMENT, Kube, KubeError)
@@ -130,25 +130,6 @@ ARGUMENT_SPEC: dict[str, Any] = {
 def as_entries(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Bare objects (a multi-document template's items) become ``{definition: object}``."""
     return [{"definition": item} if "definition" not in item and "kind" in item else item for item in objects]
-
-
-def secret_values(objects: list[dict[str, Any]]) -> set[str]:
-    """Every value of every Secret's data and stringData (and the decoded data)."""
-    found: set[str] = set()
-    for item in objects:
-        definition = item.get("definition")
-        if not isinstance(definition, dict) or definition.get("kind") != "Secret":
-            continue
-        for field in ("data", "stringData"):
-            for value in (definition.get(field) or {}).values():
-                if isinstance(value, str) and value:
-                    found.add(value)
-                    if field == "data":
-                        try:
-                            found.add(base64.b64decode(value).decode())
-                        except (ValueError, UnicodeDecodeError):
-                            pass
-    return found
 
 
 def bad_objects(objects: list[dict[str, Any]]) -> list[str]:

@@ -18,8 +18,9 @@ description:
   - Pre-migration records are kept in the state ConfigMap and as local files under
     O(state.dir); an existing record is never overwritten and a migrated spec is never recorded.
   - Kubernetes calls retry 429, 5xx and connection errors, bounded and logged; a restore
-    that meets a 409 conflict re-reads the object and applies again. JetStream API timeouts
-    and no-responders (a leader election) are retried the same way.
+    that meets a 409 conflict waits briefly, re-reads the object and decides again from it
+    (at most 5 attempts). JetStream API timeouts and no-responders (a leader election) are
+    retried the same way.
   - Check mode returns the plan (and diff in diff mode) and changes nothing; no wait runs.
 version_added: "1.1.0"
 author: Tapio NATS migration toolkit

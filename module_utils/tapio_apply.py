@@ -16,8 +16,10 @@ are never copied into one; Secrets' values are redacted in diffs and results.
 """
 from __future__ import annotations
 
+import base64
 import copy
 import json
+import re
 from typing import Any, Callable, Optional
 
 from ansible.module_utils.tapio_kube import Kube, KubeError
@@ -207,6 +209,33 @@ class Applier:
             if entry["operation"] in ("create", "update"):
                 entry["after"] = self.ssa(entry["path"], entry["desired"], dry_run=False)
                 self.log(f"{entry['operation']}d {entry['label']}")
+
+
+# Secret keys that hold a name, not a secret: masking their values (a user "tapio") would
+# turn every object name containing it into "********" in the run's output.
+NOT_SECRET_KEY = re.compile(r"(^|[_.-])(USER|USERNAME|USER_NAME)$", re.IGNORECASE)
+
+
+def secret_values(objects: list[dict[str, Any]]) -> set[str]:
+    """The values of the Secrets' data and stringData (and the decoded data), for the module's
+    no_log values: Ansible then masks them in anything it prints, even at -vvv. Keys that name
+    a user are left out."""
+    found: set[str] = set()
+    for item in objects:
+        definition = item.get("definition")
+        if not isinstance(definition, dict) or definition.get("kind") != "Secret":
+            continue
+        for field in ("data", "stringData"):
+            for key, value in (definition.get(field) or {}).items():
+                if not isinstance(value, str) or not value or NOT_SECRET_KEY.search(str(key)):
+                    continue
+                found.add(value)
+                if field == "data":
+                    try:
+                        found.add(base64.b64decode(value).decode())
+                    except (ValueError, UnicodeDecodeError):
+                        pass
+    return found
 
 
 def entry_result(entry: dict[str, Any]) -> dict[str, Any]:

@@ -22,16 +22,23 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from ansible.module_utils.tapio_kube import Kube, KubeError
+from ansible.module_utils.tapio_lease import new_holder
 from ansible.module_utils.tapio_nats import JetStreamApi, JetStreamApiError, NatsModuleError
 from ansible.module_utils.tapio_stream_health import (
     Sample, backlog_of, fullness, fullness_problem, keeps_up, parse_time, sample_of)
 from ansible.module_utils.tapio_workload import (
     WorkloadError, access_review, collector_batches, env_diff, find_container, job_finished, ledger_problems,
-    needed_permissions, object_diff, order_problem, output_mode_of, pod_template_hash, record_file,
-    probe_verdict, record_key, record_of, report_entry, restore_of, rollout_state, select_record,
+    PROVENANCE_PREFIX, needed_permissions, object_diff, order_problem, output_mode_of, pod_template_hash,
+    provenance_file, provenance_line, provenance_of, record_file,
+    probe_verdict, record_key, record_of, record_text, report_entry, restore_of, rollout_state, select_record,
     strategy_problem, switch_patch)
 
 CONFLICT_RETRIES = 5
+# Seconds before the first re-read after a 409, doubled each time (0.2, 0.4, 0.8, 1.6). A write
+# to a workload makes its controller write too (even an annotation moves a Deployment's
+# generation, and the controller writes status.observedGeneration 30-80 ms later in the lab):
+# reading again at once would race that answer and spend a second attempt on the same change.
+CONFLICT_BACKOFF = 0.2
 # ConfigMap keys of records a restore has set aside (see Engine.retire).
 RETIRED_PREFIX = "retired."
 
@@ -95,6 +102,8 @@ class Engine:
         self.namespace: str = params["namespace"]
         self.pipeline, self.collectors = targets_from(params["pipeline"], params["collectors"])
         self.mode_env: str = params["mode_env"]
+        # Who records: the run's Lease holder (migrate.yml, rollback.yml), else made up here.
+        self.run_id: str = (params.get("lock") or {}).get("holder") or f"{new_holder()} (no lock)"
 
     # -- output ---------------------------------------------------------------------------
     def log(self, message: str) -> None:
@@ -121,8 +130,8 @@ class Engine:
         """Local records of this namespace: <state.dir>/<namespace>."""
         return os.path.join(self.p["state"]["dir"], self.namespace)
 
-    def read_file(self, target: Target) -> str:
-        path = os.path.join(self.state_dir(), record_file(target.kind, target.name))
+    def read_file(self, target: Target, name: str = "") -> str:
+        path = os.path.join(self.state_dir(), name or record_file(target.kind, target.name))
         try:
             with open(path, encoding="utf-8") as handle:
                 return handle.read().rstrip()
@@ -145,8 +154,15 @@ class Engine:
                     f"The recorded spec of {target.label} (from {source}) already runs in {self.mode_env}="
                     f"{self.p['nats_value']} mode; it is not a pre-migration record. Fix or delete key {key} in "
                     f"ConfigMap {self.namespace}/{self.p['state']['configmap']} and the files under {self.state_dir()}.")
+            provenance_text = data.get(PROVENANCE_PREFIX + key) or self.read_file(
+                target, provenance_file(target.kind, target.name))
+            if source == "live":
+                provenance_text = record_text(provenance_of(live[target.name], self.run_id, utc_now()))
             plan[target.name] = {"target": target, "key": key, "source": source, "text": text, "record": record,
-                                 "in_configmap": key in data, "on_disk": bool(on_disk), "configmap": configmap}
+                                 "in_configmap": key in data, "on_disk": bool(on_disk), "configmap": configmap,
+                                 "provenance_text": provenance_text if record is not None else "",
+                                 "provenance": json_or_none(provenance_text) if record is not None else None,
+                                 "provenance_in_configmap": PROVENANCE_PREFIX + key in data}
         return plan
 
     def record(self, targets: list[Target], live: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -161,16 +177,21 @@ class Engine:
                 f"{self.state_dir()}). Refusing to record a migrated spec as the original; restore the workload's "
                 "original spec first.")
         missing = {e["key"]: e["text"] for e in plan.values() if not e["in_configmap"]}
+        missing.update({PROVENANCE_PREFIX + e["key"]: e["provenance_text"] for e in plan.values()
+                        if e["provenance_text"] and not e["provenance_in_configmap"]})
         if missing:
             self.write_configmap(missing, next(iter(plan.values()))["configmap"])
         for entry in plan.values():
+            target = entry["target"]
             if not entry["on_disk"]:
-                self.write_file(entry["target"], entry["text"])
+                self.write_file(target, entry["text"])
+                if entry["provenance_text"]:
+                    self.write_file(target, entry["provenance_text"], provenance_file(target.kind, target.name))
         for entry in plan.values():
             if entry["source"] == "live":
                 target = entry["target"]
                 self.log(f"recorded {target.label} (generation {live[target.name]['metadata'].get('generation')}, "
-                         f"pod template {pod_template_hash(live[target.name])})")
+                         f"pod template {pod_template_hash(live[target.name])}, by {self.run_id})")
         return plan
 
     def write_configmap(self, missing: dict[str, str], configmap: dict[str, Any]) -> None:
@@ -189,12 +210,14 @@ class Engine:
                 "metadata": {"name": name, "namespace": self.namespace, "labels": self.p["state"]["labels"]},
                 "data": missing})
 
-    def write_file(self, target: Target, text: str) -> None:
-        path = os.path.join(self.state_dir(), record_file(target.kind, target.name))
+    def write_file(self, target: Target, text: str, name: str = "") -> None:
+        path = os.path.join(self.state_dir(), name or record_file(target.kind, target.name))
         self.changed = True
         if self.check:
             return
         os.makedirs(self.state_dir(), mode=0o755, exist_ok=True)
+        if name and os.path.exists(path):  # provenance beside a record file written by an interrupted run
+            return
         with open(path, "x", encoding="utf-8") as handle:
             handle.write(text + "\n")
         os.chmod(path, 0o644)
@@ -209,38 +232,64 @@ class Engine:
         self.kube.patch(target.kind, self.namespace, target.name, patch)
         self.log(f"patched {target.label}")
 
-    def restore(self, target: Target, record: dict[str, Any]) -> bool:
-        """Replace the live object with its record where they differ; a 409 (someone else
-        wrote in between) re-reads and re-applies, bounded. True when it replaced."""
+    def restore(self, target: Target, record: dict[str, Any], provenance: Optional[dict[str, Any]] = None) -> bool:
+        """Replace the live object with its record where they differ. A 409 (another writer
+        changed the object between this read and this replace) reads it again and decides
+        again from the object as it is then: what is kept, the definition and the diff, so a
+        concurrent writer's change is judged like any other change made since the record.
+        Bounded by CONFLICT_RETRIES; True when it replaced (in check mode: would replace)."""
+        overrides = tuple((self.p["container_overrides"] or {}).get(target.name) or {})
+        conflicts: list[str] = []
         for attempt in range(1, CONFLICT_RETRIES + 1):
             live = self.read(target)
             if live is None:
                 raise EngineError(f"{target.label} no longer exists in namespace {self.namespace}")
-            overrides = tuple((self.p["container_overrides"] or {}).get(target.name) or {})
             needed, definition, kept = restore_of(live, record, target.container, overrides)
             if not needed:
+                if conflicts:
+                    self.log(f"{target.label} needs no restore any more after {len(conflicts)} 409 conflict(s) "
+                             "(another writer changed it)")
                 return False
             how = "to its record" if not kept else (
                 f"(only what the toolkit writes: the env{', ' + ', '.join(overrides) if overrides else ''} of container "
                 f"{target.container} and the pod template annotations) to its record; kept as changed since the "
                 f"record: {', '.join(kept)}")
             if attempt == 1:
-                self.changed = True
-                after = record if not kept else {**definition, "metadata": {
-                    k: v for k, v in definition["metadata"].items() if k != "resourceVersion"}}
-                self.diff.append(object_diff(record_of(live), after, f"{target.label} (restore)"))
+                self.log(f"{target.label}: {provenance_line(provenance, live)}")
+            after = record if not kept else {**definition, "metadata": {
+                k: v for k, v in definition["metadata"].items() if k != "resourceVersion"}}
+            diff = object_diff(record_of(live), after, f"{target.label} (restore)")
             if self.check:
+                self.changed = True
+                self.diff.append(diff)
                 self.log(f"would restore {target.label} {how}")
                 return True
             try:
                 self.kube.replace(target.kind, self.namespace, target.name, definition)
-                self.log(f"restored {target.label} {how}")
-                return True
             except KubeError as error:
-                if error.status != 409 or attempt == CONFLICT_RETRIES:
+                if error.status != 409:
                     raise
-                self.log(f"{target.label} changed while restoring (409); reading it again (attempt {attempt})")
-        return True  # pragma: no cover - the loop returns or raises
+                conflicts.append(str(error))
+                if attempt == CONFLICT_RETRIES:
+                    self.log(f"{target.label} changed while restoring (409 Conflict; attempt {attempt} of "
+                             f"{CONFLICT_RETRIES})")
+                    break
+                wait = CONFLICT_BACKOFF * 2 ** (attempt - 1)
+                self.log(f"{target.label} changed while restoring (409 Conflict); reading it again in {wait:g}s "
+                         f"(attempt {attempt} of {CONFLICT_RETRIES})")
+                self.sleep(wait)
+                continue
+            # The diff and the step describe the replace that was applied, not a stale read's plan.
+            self.changed = True
+            self.diff.append(diff)
+            self.log(f"restored {target.label} {how}" + (
+                f" (after {len(conflicts)} 409 conflict(s): read again and applied to the object as it then was)"
+                if conflicts else ""))
+            return True
+        raise EngineError(
+            f"{target.label} was not restored: each of {CONFLICT_RETRIES} attempts met a 409 Conflict (another writer "
+            f"changed it between the engine's read and its replace; last: {conflicts[-1]}). It was left as it is and "
+            "its record kept; run the rollback again once the other writer has stopped.")
 
     # -- waits ----------------------------------------------------------------------------
     def wait_rollout(self, target: Target, deadline: Optional[float] = None) -> None:
@@ -340,15 +389,14 @@ class Engine:
         secret = self.p["secret"] or {}
         permissions = list(self.p["permissions"])
         if secret.get("name"):
-            permissions.append({"group": "", "resource": "secrets", "verbs": ["get"]})
-        needed = needed_permissions(permissions)
-        answers = self.kube.allowed([access_review(n, self.namespace) for n in needed])
-        denied = [f"{n['label']}{' in ' + n['namespace'] if n['namespace'] else ''}"
-                  for n, ok in zip(needed, answers) if not ok]
+            permissions.append({"group": "", "resource": "secrets", "verbs": ["get"], "namespace": self.namespace})
+        needed = needed_permissions(permissions, self.namespace)
+        answers = self.kube.allowed([access_review(n) for n in needed])
+        denied = [n["label"] for n, ok in zip(needed, answers) if not ok]
         if denied:
-            raise EngineError(f"The run's identity lacks permission(s) in namespace {self.namespace}: "
-                              f"{', '.join(denied)}.")
-        self.log(f"{len(needed)} permission(s) granted")
+            raise EngineError(f"The run's identity lacks {len(denied)} permission(s) the run needs: {'; '.join(denied)}. "
+                              "Bind it to the runner's Role and ClusterRole (playbooks/runner_rbac.yml, docs/rbac.md).")
+        self.log(f"{len(needed)} permission(s) granted in {len({n['namespace'] for n in needed})} scope(s)")
         targets = [self.pipeline, *self.collectors]
         live = {t.name: self.read(t) for t in targets}
         missing = []
@@ -613,10 +661,14 @@ class Engine:
                 f"No pre-migration record of {', '.join(lost)} (ConfigMap {self.namespace}/"
                 f"{self.p['state']['configmap']} or {self.state_dir()}), and it runs in {self.mode_env}="
                 f"{self.p['nats_value']} mode; use rollback mode switch instead.")
-        restored = [e["target"] for e in plan.values()
-                    if e["source"] in ("configmap", "artifact") and self.restore(e["target"], e["record"])]
+        recorded = [e["target"] for e in plan.values() if e["source"] in ("configmap", "artifact")]
+        restored = [target for target in recorded
+                    if self.restore(target, plan[target.name]["record"], plan[target.name]["provenance"])]
         if not self.check:
-            for target in restored:
+            # A record is retired only once its workload has rolled out, and that includes a
+            # workload an interrupted run already replaced: it matches its record now, so it is
+            # not replaced again, but its rollout may still be under way (or stuck).
+            for target in recorded if retire else restored:
                 self.wait_rollout(target)
         if retire:
             self.retire([e for e in plan.values() if e["source"] in ("configmap", "artifact")])
@@ -642,13 +694,18 @@ class Engine:
         if in_configmap:
             data: dict[str, Optional[str]] = {e["key"]: None for e in in_configmap}
             data.update({RETIRED_PREFIX + e["key"]: e["text"] for e in in_configmap})
+            for entry in in_configmap:
+                if entry["provenance_in_configmap"]:
+                    data[PROVENANCE_PREFIX + entry["key"]] = None
+                    data[RETIRED_PREFIX + PROVENANCE_PREFIX + entry["key"]] = entry["provenance_text"]
             self.kube.patch("ConfigMap", self.namespace, name, {"data": data})
         retired_dir = os.path.join(self.state_dir(), "retired")
         for entry in entries:
-            if entry["on_disk"]:
-                os.makedirs(retired_dir, mode=0o755, exist_ok=True)
-                file_name = record_file(entry["target"].kind, entry["target"].name)
-                os.replace(os.path.join(self.state_dir(), file_name), os.path.join(retired_dir, file_name))
+            kind, workload = entry["target"].kind, entry["target"].name
+            for file_name in (record_file(kind, workload), provenance_file(kind, workload)):
+                if os.path.exists(os.path.join(self.state_dir(), file_name)):
+                    os.makedirs(retired_dir, mode=0o755, exist_ok=True)
+                    os.replace(os.path.join(self.state_dir(), file_name), os.path.join(retired_dir, file_name))
         self.log(f"retired the records of {', '.join(e['target'].label for e in entries)} (the next migration "
                  "records the specs as they are then)")
 
@@ -748,7 +805,8 @@ class Engine:
         live = self.read_all(targets)
         plan = self.load_records(targets, live)
         workloads = [report_entry(e["target"].kind, e["target"].name, e["target"].container, e["source"], e["record"],
-                                  live[name], self.mode_env) for name, e in plan.items() if e["source"] != "none"]
+                                  live[name], self.mode_env, e["provenance"] if e["source"] != "live" else None)
+                     for name, e in plan.items() if e["source"] != "none"]
         snapshot: dict[str, Any] = {}
         info, found, age = self.stream_and_consumer() if self.p["nats_checks"] else (None, None, None)
         if info is not None:
@@ -768,6 +826,20 @@ class Engine:
                            "nats_stream": self.p["stream"] if self.p["nats_checks"] else None,
                            "nats_consumer": self.p["consumer"] if self.p["nats_checks"] else None},
                 "nats_snapshot": snapshot}
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def json_or_none(text: str) -> Optional[dict[str, Any]]:
+    """A provenance text as data; None when absent or unreadable (provenance informs, it
+    never decides, so a damaged one must not stop a restore)."""
+    try:
+        value = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def missing_consumer_problem(stream: str, consumer: str, stream_info: dict[str, Any]) -> str:

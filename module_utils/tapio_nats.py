@@ -218,8 +218,9 @@ def describe_connect_error(servers: list[str], error: BaseException, seen: list[
     return f"cannot connect to NATS servers tried ({tried}): {'; '.join(reasons) or 'no servers available'}"
 
 
-async def open_connection(params: dict[str, Any]) -> Any:
-    """Connect or raise NatsModuleError with a clear reason (never loops)."""
+async def open_connection(params: dict[str, Any], on_closed: Optional[Callable[[], Awaitable[None]]] = None) -> Any:
+    """Connect or raise NatsModuleError with a clear reason (never loops). *on_closed* is
+    awaited when the connection closes (nats-py's closed_cb), a lost server included."""
     options = connect_options(params)
     seen: list[BaseException] = []
 
@@ -231,7 +232,7 @@ async def open_connection(params: dict[str, Any]) -> Any:
 
     try:
         nc = await asyncio.wait_for(
-            nats.connect(error_cb=record, disconnected_cb=ignore, closed_cb=ignore, **options),
+            nats.connect(error_cb=record, disconnected_cb=ignore, closed_cb=on_closed or ignore, **options),
             timeout=params["connect_timeout"] * (2 * len(options["servers"]) + 1),
         )
     except (nats.errors.Error, OSError, asyncio.TimeoutError, ssl.SSLError) as error:

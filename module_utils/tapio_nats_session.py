@@ -7,8 +7,13 @@ It connects on first use (so a phase that needs no NATS never connects), through
 ``nats_endpoint``/``open_connection`` as every nats_* module (so the same connection options,
 including ``kube_port_forward``), and keeps one event loop for the phase. JetStream API
 timeouts and no-responders, which a cluster answers while it elects a leader, are retried,
-bounded and logged; a connection the server closed while the engine waited on Kubernetes is
-opened again once.
+bounded and logged. A lost connection (its server died, or closed it while the engine waited
+on Kubernetes) is opened again, to any server of the list, bounded and logged with the
+server and the cause; it is counted apart from the retries, as it is another fault.
+
+nats-py leaves a request pending until its own timeout when the connection closes under it,
+so every call also watches the connection: a request on a dead server fails at once as a
+lost connection instead of waiting out ``api_timeout`` and reading as a JetStream timeout.
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ import contextlib
 import time
 from typing import Any, Awaitable, Callable, Optional, TypeVar
 
-from ansible.module_utils.tapio_nats import JetStreamApi, NatsModuleError, nats_endpoint, open_connection
+from ansible.module_utils.tapio_nats import JetStreamApi, NatsModuleError, nats_endpoint, open_connection, redact_url
 
 try:
     import nats.errors
@@ -39,10 +44,13 @@ class NatsSession:
     """``call(fn)`` runs ``await fn(api)`` on the phase's connection."""
 
     def __init__(self, params: dict[str, Any], log: Callable[[str], None], retries: int = 5,
-                 backoff: float = 1.0, sleep: Callable[[float], None] = time.sleep) -> None:
+                 backoff: float = 1.0, sleep: Callable[[float], None] = time.sleep, reconnects: int = 3) -> None:
         self.params, self.log, self.retries, self.backoff, self.sleep = params, log, retries, backoff, sleep
+        self.reconnects = reconnects
         self.loop: Optional[asyncio.AbstractEventLoop] = None
         self.nc: Any = None
+        self.closed: Optional[asyncio.Event] = None
+        self.server = "NATS"
         self.stack = contextlib.ExitStack()
         self.endpoint: Optional[dict[str, Any]] = None
 
@@ -51,24 +59,56 @@ class NatsSession:
             self.loop = asyncio.new_event_loop()
             self.endpoint = self.stack.enter_context(nats_endpoint(self.params))
         if self.nc is None or self.nc.is_closed:
-            self.nc = self.loop.run_until_complete(open_connection(self.endpoint or self.params))
+            self.nc, self.closed = self.loop.run_until_complete(self._open())
+            url = getattr(self.nc, "connected_url", None)
+            self.server = redact_url(url.geturl()) if url is not None else "NATS"
         return JetStreamApi(self.nc, self.params["api_timeout"])
 
+    async def _open(self) -> tuple[Any, asyncio.Event]:
+        """A connection and the event its closing sets (made in the session's loop)."""
+        closed = asyncio.Event()
+
+        async def on_closed() -> None:
+            closed.set()
+
+        return await open_connection(self.endpoint or self.params, on_closed=on_closed), closed
+
+    async def _watched(self, work: Awaitable[T]) -> T:
+        """*work*'s result, or ConnectionClosedError as soon as the connection closes under it."""
+        assert self.closed is not None
+        task = asyncio.ensure_future(work)
+        lost = asyncio.ensure_future(self.closed.wait())
+        try:
+            await asyncio.wait({task, lost}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            raise nats.errors.ConnectionClosedError
+        return task.result()
+
+    def _loss(self) -> str:
+        error = getattr(self.nc, "last_error", None)
+        cause = f"{type(error).__name__}: {error}" if error is not None else "closed"
+        return f"the NATS connection to {self.server} was lost ({cause})"
+
     def call(self, fn: Callable[[JetStreamApi], Awaitable[T]], what: str) -> T:
-        attempt = 0
+        attempt = losses = 0
         while True:
-            attempt += 1
             api = self._connect()
             try:
                 assert self.loop is not None
-                return self.loop.run_until_complete(fn(api))
+                return self.loop.run_until_complete(self._watched(fn(api)))
             except nats.errors.ConnectionClosedError:
+                losses += 1
+                loss = self._loss()
                 self.nc = None
-                if attempt > 1:
-                    raise NatsModuleError(f"{what}: the NATS connection closed twice") from None
-                self.log(f"{what}: the NATS connection was closed; connecting again")
-                continue
+                if losses > self.reconnects:
+                    raise NatsModuleError(f"{what}: {loss}, {losses} times in this call; giving up") from None
+                self.log(f"{what}: {loss}; connecting again ({losses} of {self.reconnects})")
             except NatsModuleError as error:
+                attempt += 1
                 if not is_transient(error) or attempt > self.retries:
                     raise
                 wait = self.backoff * 2 ** (attempt - 1)

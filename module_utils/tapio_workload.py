@@ -183,15 +183,23 @@ def restore_of(workload: dict[str, Any], record: dict[str, Any], container: Opti
 
     When nothing but the toolkit's own fields (see without_toolkit_fields) changed, the
     definition is the record itself: the pod template comes back byte for byte. When anything
-    else changed (an image upgraded while migrated, replicas an HPA set), only the toolkit's
-    fields go back to the record and everything else keeps its live value."""
+    else changed (an image upgraded while migrated, replicas an HPA set, a label or annotation
+    of the object itself, which the toolkit never writes), only the toolkit's fields go back to
+    the record and everything else keeps its live value.
+
+    Without *container* (the report) only whether it differs is meaningful: any difference,
+    the object's own labels and annotations included, counts."""
     live = record_of(workload)
     needed = any(live.get("metadata", {}).get(key) != record.get("metadata", {}).get(key)
                  for key in ("labels", "annotations")) or live.get("spec") != record.get("spec")
     drifted: list[str] = []
     if container is not None:
-        drifted = differing_paths(without_toolkit_fields(record, container, override_keys).get("spec"),
-                                  without_toolkit_fields(live, container, override_keys).get("spec"), "spec")
+        def own_metadata(obj: dict[str, Any]) -> dict[str, Any]:
+            return {key: (obj.get("metadata") or {}).get(key) or {} for key in ("labels", "annotations")}
+
+        drifted = differing_paths(own_metadata(record), own_metadata(live), "metadata") + differing_paths(
+            without_toolkit_fields(record, container, override_keys).get("spec"),
+            without_toolkit_fields(live, container, override_keys).get("spec"), "spec")
     if drifted:
         restore = copy.deepcopy(live)
         recorded_template = (record.get("spec") or {}).get("template") or {}
@@ -247,6 +255,36 @@ def record_key(kind: str, name: str) -> str:
 
 def record_file(kind: str, name: str) -> str:
     return f"{kind.lower()}-{name}.json"
+
+
+# Beside each record: which run made it, when, and from which live object (ConfigMap key
+# provenance.<key>, local file <kind>-<name>.provenance.json). The record itself stays the
+# bare spec, so a restore writes back exactly what was found.
+PROVENANCE_PREFIX = "provenance."
+
+
+def provenance_file(kind: str, name: str) -> str:
+    return f"{kind.lower()}-{name}.provenance.json"
+
+
+def provenance_of(live: dict[str, Any], run: str, recorded_at: str) -> dict[str, Any]:
+    meta = live.get("metadata") or {}
+    return {"recorded_by": run, "recorded_at": recorded_at, "uid": meta.get("uid"),
+            "generation": meta.get("generation"), "resource_version": meta.get("resourceVersion"),
+            "pod_template_hash": pod_template_hash(live)}
+
+
+def provenance_line(provenance: Optional[dict[str, Any]], live: dict[str, Any]) -> str:
+    """Where a record came from, and whether the live object is still the one it was taken
+    from (a workload deleted and created again since, by an uninstall and install, is not)."""
+    if not provenance:
+        return "recorded by an earlier version of the toolkit (no provenance kept)"
+    line = (f"recorded by {provenance.get('recorded_by')} at {provenance.get('recorded_at')} from generation "
+            f"{provenance.get('generation')}, pod template {provenance.get('pod_template_hash')}")
+    uid = (live.get("metadata") or {}).get("uid")
+    if provenance.get("uid") and uid and uid != provenance["uid"]:
+        line += f"; the workload was deleted and created again since (uid {provenance['uid']} -> {uid})"
+    return line
 
 
 def record_text(record: dict[str, Any]) -> str:
@@ -410,22 +448,36 @@ def strategy_problem(deployment: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------------
 # Permissions (SelfSubjectAccessReview per verb and resource)
 # ------------------------------------------------------------------------------------------
-def needed_permissions(entries: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """One {group, resource, verb, namespace, label} per verb of each entry."""
-    needed = []
+def needed_permissions(entries: list[dict[str, Any]], default_namespace: str = "") -> list[dict[str, str]]:
+    """One {group, resource, subresource, verb, namespace, name, label} per verb (and resource
+    name) of each entry, duplicates once. An entry's namespace '' is cluster-scoped; without a
+    namespace key it is *default_namespace*. A resource 'pods/portforward' is a subresource."""
+    needed: list[dict[str, str]] = []
+    seen: set[tuple[str, ...]] = set()
     for entry in entries:
         group = entry.get("group") or ""
+        resource, _, subresource = str(entry["resource"]).partition("/")
+        namespace = entry["namespace"] if "namespace" in entry else default_namespace
         for verb in entry.get("verbs") or []:
-            resource = entry["resource"]
-            needed.append({"group": group, "resource": resource, "verb": verb,
-                           "namespace": entry.get("namespace") or "",
-                           "label": f"{verb} {resource}{'.' + group if group else ''}"})
+            for name in entry.get("names") or [""]:
+                key = (group, resource, subresource, verb, namespace or "", name)
+                if key in seen:
+                    continue
+                seen.add(key)
+                what = f"{resource}{'/' + subresource if subresource else ''}{'.' + group if group else ''}"
+                where = f" {name}" if name else ""
+                scope = f" in namespace {namespace}" if namespace else " (cluster-wide)"
+                needed.append({"group": group, "resource": resource, "subresource": subresource, "verb": verb,
+                               "namespace": namespace or "", "name": name,
+                               "label": f"{verb} {what}{where}{scope}"})
     return needed
 
 
-def access_review(need: dict[str, str], namespace: str) -> dict[str, Any]:
-    attributes = {"group": need["group"], "resource": need["resource"], "verb": need["verb"],
-                  "namespace": need.get("namespace") or namespace}
+def access_review(need: dict[str, str]) -> dict[str, Any]:
+    attributes = {"group": need["group"], "resource": need["resource"], "verb": need["verb"]}
+    for key in ("subresource", "namespace", "name"):
+        if need.get(key):
+            attributes[key] = need[key]
     return {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
             "spec": {"resourceAttributes": attributes}}
 
@@ -434,7 +486,7 @@ def access_review(need: dict[str, str], namespace: str) -> dict[str, Any]:
 # The report: each workload against its record
 # ------------------------------------------------------------------------------------------
 def report_entry(kind: str, name: str, container: str, source: str, record: dict[str, Any],
-                 live: dict[str, Any], mode_env: str) -> dict[str, Any]:
+                 live: dict[str, Any], mode_env: str, provenance: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """What the migration changed in one workload, from its record (before) and the live object."""
     after = record_of(live)
     restore_needed, _, _ = restore_of(live, record)
@@ -457,6 +509,7 @@ def report_entry(kind: str, name: str, container: str, source: str, record: dict
     return {
         "kind": kind, "name": name, "container": container,
         "output_mode": output_mode_of(live, container, mode_env), "record_source": source,
+        "record_provenance": provenance or None,
         "changed_from_record": restore_needed,
         "env_added": [e for e in after_env if e.get("name") not in before_names],
         "env_removed": [e for e in before_env if e.get("name") not in after_names],

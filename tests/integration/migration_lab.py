@@ -49,6 +49,12 @@ class Run:
     def changed(self) -> int:
         return self.recap().get("changed", -1)
 
+    @classmethod
+    def from_output(cls, rc: int, output: Path) -> "Run":
+        """A background run's result (``MigrationLab.start_playbook(output=...)``): stderr is
+        in the same file as stdout."""
+        return cls(rc, output.read_text(errors="replace"), "")
+
     def explain(self) -> str:
         return f"rc={self.rc}\n--- stdout (tail) ---\n{self.stdout[-6000:]}\n--- stderr ---\n{self.stderr[-2000:]}"
 
@@ -81,12 +87,18 @@ class MigrationLab:
         proc = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1800)
         return Run(proc.returncode, proc.stdout, proc.stderr)
 
-    def start_playbook(self, *playbooks: str, extra: dict[str, Any] | None = None) -> subprocess.Popen:
+    def start_playbook(self, *playbooks: str, extra: dict[str, Any] | None = None,
+                       output: Path | None = None) -> subprocess.Popen:
         """The same run in the background, in a session of its own (so a test can SIGKILL it,
-        workers and all, as a lost runner would be)."""
+        workers and all, as a lost runner would be). With *output*, its stdout and stderr go
+        to that file (``Run.from_output`` reads it back once the run has ended)."""
         command, env = self._command(playbooks, extra, ())
-        return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
+        if output is None:
+            return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, start_new_session=True)
+        with open(output, "wb") as log:
+            return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
 
     def migrate(self, **kwargs: Any) -> Run:
         return self.playbook(*PHASES, **kwargs)
@@ -139,6 +151,10 @@ class MigrationLab:
         data = self.state_configmap() or {}
         return json.loads(data[f"{'retired.' if retired else ''}{kind.lower()}.{name}.json"])
 
+    def provenance(self, kind: str, name: str, retired: bool = False) -> dict[str, Any]:
+        data = self.state_configmap() or {}
+        return json.loads(data[f"{'retired.' if retired else ''}provenance.{kind.lower()}.{name}.json"])
+
     def has_record(self, kind: str, name: str) -> bool:
         return f"{kind.lower()}.{name}.json" in (self.state_configmap() or {})
 
@@ -178,6 +194,33 @@ class MigrationLab:
             time.sleep(1.0)
 
 
+    # --- volumes for a NATS install in the test namespace ------------------------------------
+    VOLUME_LABEL = "tapio-test-namespace"
+
+    def nats_volumes(self, cluster: str = "tapio-nats", replicas: int = 3) -> None:
+        """PersistentVolumes of the test's own, pre-bound to the NATS StatefulSet's claims, so a
+        test that installs NATS never uses up the lab's shared volumes (a released Retain volume
+        cannot bind again). Deleted with the namespace (make_lab)."""
+        for index in range(replicas):
+            self.core.create_persistent_volume(client.V1PersistentVolume(
+                metadata=client.V1ObjectMeta(name=f"{self.namespace}-{index}",
+                                             labels={self.VOLUME_LABEL: self.namespace}),
+                spec=client.V1PersistentVolumeSpec(
+                    storage_class_name="standard", capacity={"storage": "10Gi"}, access_modes=["ReadWriteOnce"],
+                    persistent_volume_reclaim_policy="Retain",
+                    claim_ref=client.V1ObjectReference(namespace=self.namespace, name=f"jetstream-{cluster}-{index}"),
+                    host_path=client.V1HostPathVolumeSource(path=f"/tmp/{self.namespace}-volume-{index}",
+                                                            type="DirectoryOrCreate"))))
+
+    def delete_volumes(self) -> None:
+        for volume in self.core.list_persistent_volume(label_selector=f"{self.VOLUME_LABEL}={self.namespace}").items:
+            try:
+                self.core.delete_persistent_volume(volume.metadata.name)
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+
+
 def make_lab(kube: KubeLab, prefix: str, tmp: Path) -> Iterator[MigrationLab]:
     lab = MigrationLab(kube, f"mig-{prefix}-{uuid.uuid4().hex[:6]}", tmp)
     lab.create()
@@ -185,3 +228,4 @@ def make_lab(kube: KubeLab, prefix: str, tmp: Path) -> Iterator[MigrationLab]:
         yield lab
     finally:
         lab.delete()
+        lab.delete_volumes()

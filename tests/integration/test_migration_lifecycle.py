@@ -3,6 +3,7 @@ namespace and run in file order): migrate, migrate again, rollback restore, roll
 migrate again, rollback switch."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Iterator
@@ -15,6 +16,11 @@ from migration_lab import COLLECTORS, CONTAINERS, MigrationLab, make_lab
 pytestmark = pytest.mark.integration
 
 SECRET_REF = {"secret_key_ref": {"key": "NATS_PASSWORD", "name": "tapio-nats-auth"}}
+
+
+def template_hash(workload: dict) -> str:
+    """The pod template's hash as the toolkit's provenance states it (an independent copy)."""
+    return hashlib.sha256(json.dumps(workload["spec"]["template"], sort_keys=True).encode()).hexdigest()[:16]
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +78,15 @@ def test_state_is_recorded_in_the_cluster_and_as_artifacts(lab: MigrationLab, or
         assert record["spec"] == originals[name]["spec"], name
         local = json.loads((lab.artifacts / "state" / lab.namespace / f"{kind.lower()}-{name}.json").read_text())
         assert local == record, name
+        # Beside the record: which run took it, from which object (uid, generation, template hash).
+        provenance = lab.provenance(kind, name)
+        metadata = originals[name]["metadata"]
+        assert (provenance["uid"], provenance["generation"]) == (metadata["uid"], metadata["generation"]), name
+        assert provenance["resource_version"] == metadata["resourceVersion"], name
+        assert provenance["pod_template_hash"] == template_hash(record), name
+        assert "@" in provenance["recorded_by"] and provenance["recorded_at"].endswith("Z"), name
+        provenance_file = lab.artifacts / "state" / lab.namespace / f"{kind.lower()}-{name}.provenance.json"
+        assert json.loads(provenance_file.read_text()) == provenance, name
     configmap = lab.core.read_namespaced_config_map("tapio-migration-state", lab.namespace)
     assert configmap.metadata.labels["app.kubernetes.io/managed-by"] == "tapio-nats-migration"
 
@@ -82,6 +97,7 @@ def test_report_lists_every_changed_object_with_before_and_after(lab: MigrationL
     ebpf = next(w for w in report["workloads"] if w["name"] == "tapio-ebpf-collector")
     assert {e["name"] for e in ebpf["env_added"]} >= {"TAPIO_OUTPUT_MODE", "NATS_URL", "NATS_SUBJECT_PREFIX"}
     assert ebpf["other_containers_unchanged"] and ebpf["volumes_unchanged"]
+    assert ebpf["record_provenance"] == lab.provenance("DaemonSet", "tapio-ebpf-collector")
     assert ebpf["before"]["spec"]["template"]["spec"]["containers"][0]["env"][0]["name"] == "TAPIO_SERVER_ADDRESS"
     assert (lab.artifacts / "report" / lab.namespace / "report.md").read_text().count("| DaemonSet/") == 3
 
@@ -117,6 +133,9 @@ def test_rollback_restore_returns_the_recorded_pod_templates(lab: MigrationLab, 
         assert lab.record(kind, name, retired=True)["spec"] == original["spec"], name
         retired_file = lab.artifacts / "state" / lab.namespace / "retired" / f"{kind.lower()}-{name}.json"
         assert json.loads(retired_file.read_text())["spec"] == original["spec"], name
+        assert lab.provenance(kind, name, retired=True)["uid"] == original["metadata"]["uid"], name
+        assert not (lab.artifacts / "state" / lab.namespace / f"{kind.lower()}-{name}.provenance.json").exists()
+    assert "recorded by " in run.stdout and " from generation " in run.stdout, run.explain()
 
 
 def test_rollback_again_changes_nothing(lab: MigrationLab) -> None:

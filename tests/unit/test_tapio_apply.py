@@ -164,3 +164,13 @@ def test_unchanged_objects_have_no_diff() -> None:
     entry = {"label": "x", "desired": statefulset(), "operation": "none", "live": live(statefulset()),
              "after": live(statefulset())}
     assert apply.entry_diff(entry) is None
+
+
+def test_no_log_values_are_the_secrets_values_but_not_user_names() -> None:
+    """Ansible masks a module's no_log values in all it prints; a user name among them would
+    turn every name containing it (tapio-nats) into ********-nats."""
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "auth", "namespace": "tapio"},
+              "data": {"NATS_USER": "dGFwaW8=", "NATS_PASSWORD": "c2VjcmV0LXB3"},
+              "stringData": {"token": "tok-123", "admin.username": "admin"}}
+    values = apply.secret_values([{"definition": secret}, {"definition": statefulset()}])
+    assert values == {"c2VjcmV0LXB3", "secret-pw", "tok-123"}

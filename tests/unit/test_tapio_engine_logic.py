@@ -10,7 +10,8 @@ import pytest
 
 from module_utils_loader import load_module_utils
 
-for _name in ("tapio_nats_config", "tapio_nats", "tapio_kube", "tapio_nats_session"):
+for _name in ("tapio_nats_config", "tapio_nats", "tapio_kube", "tapio_nats_session", "tapio_lease",
+              "tapio_stream_health"):
     load_module_utils(_name)
 tw = load_module_utils("tapio_workload")
 engine = load_module_utils("tapio_engine")
@@ -220,13 +221,23 @@ def test_strategy_problems() -> None:
 
 
 # -- permissions -----------------------------------------------------------------------------
-def test_needed_permissions_expand_each_verb_and_name_the_group() -> None:
-    needed = tw.needed_permissions([{"group": "apps", "resource": "daemonsets", "verbs": ["get", "patch"]},
-                                    {"group": "", "resource": "secrets", "verbs": ["get"], "namespace": "nats"}])
-    assert [n["label"] for n in needed] == ["get daemonsets.apps", "patch daemonsets.apps", "get secrets"]
-    review = tw.access_review(needed[2], "tapio")
-    assert review["spec"]["resourceAttributes"] == {"group": "", "resource": "secrets", "verb": "get", "namespace": "nats"}
-    assert tw.access_review(needed[0], "tapio")["spec"]["resourceAttributes"]["namespace"] == "tapio"
+def test_needed_permissions_expand_each_verb_and_name_group_scope_and_resource_name() -> None:
+    needed = tw.needed_permissions([
+        {"group": "apps", "resource": "daemonsets", "verbs": ["get", "patch"]},
+        {"group": "", "resource": "secrets", "verbs": ["get"], "namespace": "nats"},
+        {"group": "", "resource": "namespaces", "verbs": ["get"], "namespace": "", "names": ["tapio", "nats"]},
+        {"group": "", "resource": "pods/portforward", "verbs": ["create"], "namespace": "nats"},
+        {"group": "apps", "resource": "daemonsets", "verbs": ["get"], "namespace": "tapio"},  # asked once
+    ], default_namespace="tapio")
+    assert [n["label"] for n in needed] == [
+        "get daemonsets.apps in namespace tapio", "patch daemonsets.apps in namespace tapio",
+        "get secrets in namespace nats", "get namespaces tapio (cluster-wide)", "get namespaces nats (cluster-wide)",
+        "create pods/portforward in namespace nats"]
+    attributes = [tw.access_review(n)["spec"]["resourceAttributes"] for n in needed]
+    assert attributes[0] == {"group": "apps", "resource": "daemonsets", "verb": "get", "namespace": "tapio"}
+    assert attributes[3] == {"group": "", "resource": "namespaces", "verb": "get", "name": "tapio"}
+    assert attributes[5] == {"group": "", "resource": "pods", "subresource": "portforward", "verb": "create",
+                             "namespace": "nats"}
 
 
 # -- report and ledger ------------------------------------------------------------------------

@@ -145,11 +145,17 @@ def test_restore_puts_back_the_recorded_template_and_keeps_server_metadata() -> 
         "tapio.io/owner": "platform-team", "deprecated.daemonset.template.generation": "3"}
 
 
-def test_restore_detects_a_changed_own_annotation() -> None:
+def test_a_changed_own_annotation_is_a_change_from_the_record_that_a_restore_keeps() -> None:
+    """The object's own annotation changed (not the toolkit's: it never writes the object's
+    metadata) while its spec is as recorded: the report counts it as a change from the record;
+    a restore has nothing of the toolkit's to put back, and names the annotation as kept."""
     record = twe.record_of(daemonset())
     changed = daemonset()
     changed["metadata"]["annotations"]["tapio.io/owner"] = "someone-else"
-    assert twe.compute(changed, "ebpf-collector", [], "M", record)["restore_needed"] is True
+    assert twe.restore_of(changed, record)[0] is True
+    result = twe.compute(changed, "ebpf-collector", [], "M", record)
+    assert result["restore_needed"] is False
+    assert result["kept_since_record"] == ["metadata.annotations.tapio.io/owner"]
 
 
 def test_env_in_another_order_needs_no_change() -> None:
@@ -196,6 +202,27 @@ def test_an_upgrade_made_while_migrated_is_kept_and_only_the_toolkits_fields_go_
     assert definition["metadata"]["resourceVersion"] == "77"
 
 
+def test_an_annotation_another_writer_put_on_the_object_while_migrated_is_kept() -> None:
+    """A concurrent writer (kubectl annotate, a GitOps controller) annotated and relabelled the
+    DaemonSet itself while it ran on NATS: the restore (read again after its 409) returns the
+    toolkit's fields, so the pod template is the recorded one, and keeps the writer's metadata,
+    naming it, instead of putting the record's metadata back over it."""
+    original = daemonset()
+    record = twe.record_of(original)
+    live = migrated_copy(original)
+    live["metadata"]["annotations"]["faults.tapio.io/writer"] = "7"
+    live["metadata"]["labels"]["team"] = "obs"
+    needed, definition, kept = twe.restore_of(live, record, "ebpf-collector")
+    assert needed
+    assert kept == ["metadata.annotations.faults.tapio.io/writer", "metadata.labels.team"]
+    assert definition["spec"] == record["spec"]
+    assert definition["metadata"]["annotations"] == {
+        "tapio.io/owner": "platform-team", "faults.tapio.io/writer": "7",
+        "deprecated.daemonset.template.generation": "3"}
+    assert definition["metadata"]["labels"] == {"app.kubernetes.io/name": "tapio-ebpf-collector", "team": "obs"}
+    assert definition["metadata"]["resourceVersion"] == "77"
+
+
 def test_fields_the_toolkit_overrode_go_back_too_and_are_not_reported_as_kept() -> None:
     original = daemonset()
     record = twe.record_of(original)
@@ -221,3 +248,28 @@ def test_differing_paths_match_list_items_by_name() -> None:
     left = {"a": [{"name": "x", "v": 1}, {"name": "y", "v": 2}], "b": 1}
     assert twe.differing_paths(left, {"a": [{"name": "x", "v": 1}, {"name": "y", "v": 3}], "b": 1}) == ["a[y].v"]
     assert twe.differing_paths(left, {"a": [{"name": "y", "v": 2}], "b": 2}) == ["a", "b"]
+
+
+# -- provenance -------------------------------------------------------------------------------
+def test_provenance_names_the_run_and_the_object_a_record_came_from() -> None:
+    live = daemonset()
+    live["metadata"].update({"uid": "u-1", "generation": 4, "resourceVersion": "77"})
+    provenance = twe.provenance_of(live, "ops@host pid 1 run ab12", "2026-12-02T16:00:00Z")
+    assert provenance == {"recorded_by": "ops@host pid 1 run ab12", "recorded_at": "2026-12-02T16:00:00Z",
+                          "uid": "u-1", "generation": 4, "resource_version": "77",
+                          "pod_template_hash": twe.pod_template_hash(live)}
+    line = twe.provenance_line(provenance, live)
+    assert line == ("recorded by ops@host pid 1 run ab12 at 2026-12-02T16:00:00Z from generation 4, pod template "
+                    f"{twe.pod_template_hash(live)}")
+
+
+def test_provenance_says_when_the_workload_was_created_again_since_the_record() -> None:
+    live = daemonset()
+    live["metadata"]["uid"] = "u-2"
+    provenance = {"recorded_by": "r", "recorded_at": "t", "uid": "u-1", "generation": 1, "pod_template_hash": "h"}
+    assert twe.provenance_line(provenance, live).endswith(
+        "; the workload was deleted and created again since (uid u-1 -> u-2)")
+
+
+def test_a_record_without_provenance_is_said_to_be_from_an_earlier_toolkit() -> None:
+    assert "no provenance kept" in twe.provenance_line(None, daemonset())
