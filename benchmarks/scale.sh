@@ -12,21 +12,25 @@
 # to the smallest. Extra arguments go to every ansible-playbook migrate.yml run.
 #
 # Usage: benchmarks/scale.sh [--sizes "3 500"] [--total-rate 2070] [--port-offset 300]
-#                            [--max-unavailable N|P%] [ARGS...]
+#                            [--max-unavailable N|P%] [--client-qps N] [ARGS...]
 # --max-unavailable sets the collector DaemonSets' rollingUpdate.maxUnavailable in the lab
 # (lab_tapio_collector_max_unavailable, default 1: one node at a time, as the lab installs them).
+# --client-qps sets kube-controller-manager's and kube-scheduler's client-side rate limit
+# towards the API server (lab_kubernetes_client_qps, burst twice that; default 0: Kubernetes'
+# own 20/30 and 50/100). Both apply at every size.
 # The simulator shares one NATS connection among its emulated pods at every size
 # (lab_simulator_nats_connections=shared: one process cannot open 1,500 connections in time).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-sizes="3 500" total_rate=2070 offset=300 max_unavailable=1
+sizes="3 500" total_rate=2070 offset=300 max_unavailable=1 client_qps=0
 while [ $# -gt 0 ]; do
   case $1 in
     --sizes) sizes=$2; shift 2 ;;
     --total-rate) total_rate=$2; shift 2 ;;
     --port-offset) offset=$2; shift 2 ;;
     --max-unavailable) max_unavailable=$2; shift 2 ;;
+    --client-qps) client_qps=$2; shift 2 ;;
     *) break ;;
   esac
 done
@@ -54,7 +58,7 @@ if curl -sk -o /dev/null --max-time 3 "https://127.0.0.1:$((16443 + offset))/rea
 fi
 collectors=$(python3 -c "import yaml; print(len(yaml.safe_load(open('inventories/lab/group_vars/all/tapio.yml'))['tapio_collectors']))")
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/{print $2}') GiB RAM"
-echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD 2>/dev/null || echo ' (with local changes)'); sizes: $sizes nodes; $total_rate events/s in all; collectors' maxUnavailable $max_unavailable; port offset $offset"
+echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD 2>/dev/null || echo ' (with local changes)'); sizes: $sizes nodes; $total_rate events/s in all; collectors' maxUnavailable $max_unavailable; control plane client QPS $([ "$client_qps" = 0 ] && echo default || echo "$client_qps"); port offset $offset"
 echo "load average at start: $(load)"
 declare -A took
 for n in $sizes; do
@@ -65,7 +69,7 @@ for n in $sizes; do
   t0=$(now)
   rc=0
   scripts/lab up -e lab_kubernetes_nodes="$n" -e lab_simulator_rate="$rate" -e lab_simulator_nats_connections=shared \
-    -e lab_tapio_collector_max_unavailable="$max_unavailable" \
+    -e lab_tapio_collector_max_unavailable="$max_unavailable" -e lab_kubernetes_client_qps="$client_qps" \
     -e lab_kubernetes_ready_timeout=900 -e lab_tapio_rollout_timeout=900 >"$work/up-$n.log" 2>&1 || rc=$?
   up=$(secs "$t0" "$(now)")
   [ "$rc" -eq 0 ] || { echo "$n nodes: lab up failed after $up s, see $work/up-$n.log" >&2; exit "$rc"; }
