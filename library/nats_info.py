@@ -38,7 +38,10 @@ options:
     type: bool
     default: true
   monitor_urls:
-    description: HTTP monitoring URLs (port 8222) of the servers, for meta cluster health.
+    description:
+      - HTTP monitoring URLs (port 8222) of the servers, for meta cluster health.
+      - Not used when O(kube_port_forward.all_pods) and O(kube_port_forward.monitor_port) are
+        set; the monitoring reads then always happen, through a forward to every NATS pod.
     type: list
     elements: str
     default: []
@@ -48,7 +51,8 @@ options:
     default: 5
   monitor_only:
     description:
-      - Only the monitoring endpoints in O(monitor_urls) (required then); no client connection,
+      - Only the monitoring endpoints in O(monitor_urls) (required then, unless
+        O(kube_port_forward.monitor_port) forwards every pod's monitoring port); no client connection,
         so the connection options are ignored and RV(server), RV(account) and RV(streams) are not
         returned. The nats_cluster role's health gate runs this way.
     type: bool
@@ -191,7 +195,8 @@ import asyncio
 from typing import Any, Awaitable, Callable
 
 from ansible.module_utils.tapio_nats import JetStreamApi, NatsModuleError, nats_module, run_with_connection
-from ansible.module_utils.tapio_nats_health import consumer_report, meta_cluster, stream_report, wait_until_healthy
+from ansible.module_utils.tapio_nats_health import (consumer_report, kube_meta_cluster, meta_cluster, stream_report,
+                                                    wait_until_healthy)
 
 ARGUMENT_SPEC: dict[str, Any] = {
     "streams": {"type": "list", "elements": "str"},
@@ -213,8 +218,21 @@ _SERVER_KEYS = ("server_name", "server_id", "version", "cluster", "jetstream", "
 Check = Callable[[], Awaitable[dict[str, Any]]]
 
 
+def kube_monitor(params: dict[str, Any]) -> dict[str, Any]:
+    """The ``kube_port_forward`` option when it forwards every pod's monitoring port (then
+    ``monitor_urls`` is not used), else {}."""
+    spec = params.get("kube_port_forward") or {}
+    return spec if spec.get("all_pods") and spec.get("monitor_port") else {}
+
+
 def monitoring(params: dict[str, Any]) -> dict[str, Any]:
-    """The monitoring endpoints' part of the result: ``cluster`` and its problems."""
+    """The monitoring endpoints' part of the result: ``cluster`` and its problems, read from
+    ``monitor_urls`` or, with ``kube_port_forward.monitor_port``, through a forward to every
+    NATS pod opened for this read."""
+    if kube_monitor(params):
+        cluster, problems = kube_meta_cluster(kube_monitor(params), params["monitor_timeout"],
+                                              expected_peers=params["expected_peers"], jetstream=params["jetstream"])
+        return {"cluster": cluster, "problems": problems}
     if not params["monitor_urls"]:
         return {"problems": []}
     cluster, problems = meta_cluster(params["monitor_urls"], params["monitor_timeout"],
@@ -273,10 +291,13 @@ async def judged(check: Check, params: dict[str, Any], wait: bool) -> dict[str, 
 
 
 def argument_problem(params: dict[str, Any]) -> str:
-    if params["monitor_only"] and not params["monitor_urls"]:
-        return "monitor_only needs monitor_urls: the HTTP monitoring URL (port 8222) of every server"
-    if params["expected_peers"] is not None and not (params["monitor_urls"] and params["jetstream"]):
-        return "expected_peers is judged from the meta leader's /jsz: it needs monitor_urls and jetstream"
+    monitored = params["monitor_urls"] or kube_monitor(params)
+    if params["monitor_only"] and not monitored:
+        return ("monitor_only needs monitor_urls (the HTTP monitoring URL, port 8222, of every server) "
+                "or kube_port_forward with all_pods and monitor_port")
+    if params["expected_peers"] is not None and not (monitored and params["jetstream"]):
+        return ("expected_peers is judged from the meta leader's /jsz: it needs monitor_urls "
+                "(or kube_port_forward.monitor_port) and jetstream")
     return ""
 
 

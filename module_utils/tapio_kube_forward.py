@@ -17,6 +17,7 @@ port, pod gone) are kept in ``PortForwarder.errors`` so the caller can name the 
 """
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import traceback
@@ -131,17 +132,29 @@ def load_core_api(kubeconfig: Optional[str], context: Optional[str]) -> Any:
         raise KubeForwardError(str(error)) from None
 
 
-def resolve_pod(api: Any, target: ForwardTarget, timeout: float) -> str:
-    """The pod to forward to; a clear KubeForwardError when it does not exist or is not ready."""
+def _api_failure(error: BaseException, target: ForwardTarget, server: str) -> KubeForwardError:
+    """The KubeForwardError for an API failure while looking up *target*'s pods."""
+    if isinstance(error, ApiException) and getattr(error, "status", 0) == 404:
+        what = (f"pod {target.namespace}/{target.pod}" if target.pod else
+                f"service {target.namespace}/{target.service}" if target.service else
+                f"namespace {target.namespace}")
+        return KubeForwardError(f"{what} not found (Kubernetes API {server})")
+    if isinstance(error, ApiException) and getattr(error, "status", 0):
+        return KubeForwardError(f"Kubernetes API {server} refused to look up {target.describe()}: "
+                                f"{describe_api_error(error)}")
+    # urllib3 MaxRetryError, connection refused, TLS failures
+    return KubeForwardError(f"cannot reach the Kubernetes API {server} to look up {target.describe()}: "
+                            f"{describe_api_error(error)}")
+
+
+def list_pods(api: Any, target: ForwardTarget, timeout: float) -> list[dict[str, Any]]:
+    """The pods *target* names (one pod, or every pod behind its selector or Service), as
+    plain dicts; a clear KubeForwardError when the API cannot be asked or the object is missing."""
     server = getattr(api.api_client.configuration, "host", "the API server")
     try:
         if target.pod:
-            pod = api.api_client.sanitize_for_serialization(
-                api.read_namespaced_pod(target.pod, target.namespace, _request_timeout=timeout))
-            reason = pod_readiness(pod)
-            if reason:
-                raise KubeForwardError(f"pod {target.namespace}/{target.pod} cannot take a port-forward: {reason}")
-            return target.pod
+            return [api.api_client.sanitize_for_serialization(
+                api.read_namespaced_pod(target.pod, target.namespace, _request_timeout=timeout))]
         selector = target.selector
         if target.service:
             service = api.read_namespaced_service(target.service, target.namespace, _request_timeout=timeout)
@@ -150,23 +163,46 @@ def resolve_pod(api: Any, target: ForwardTarget, timeout: float) -> str:
                 raise KubeForwardError(f"service {target.namespace}/{target.service} has no pod selector")
         pods = api.api_client.sanitize_for_serialization(
             api.list_namespaced_pod(target.namespace, label_selector=selector, _request_timeout=timeout))
-        return choose_pod(pods.get("items") or [], target)
-    except ApiException as error:
-        if getattr(error, "status", 0) == 404:
-            what = (f"pod {target.namespace}/{target.pod}" if target.pod else
-                    f"service {target.namespace}/{target.service}" if target.service else
-                    f"namespace {target.namespace}")
-            raise KubeForwardError(f"{what} not found (Kubernetes API {server})") from None
-        if getattr(error, "status", 0):
-            raise KubeForwardError(f"Kubernetes API {server} refused to look up {target.describe()}: "
-                                   f"{describe_api_error(error)}") from None
-        raise KubeForwardError(f"cannot reach the Kubernetes API {server} to look up {target.describe()}: "
-                               f"{describe_api_error(error)}") from None
+        return list(pods.get("items") or [])
     except KubeForwardError:
         raise
-    except Exception as error:  # urllib3 MaxRetryError, connection refused, TLS failures
-        raise KubeForwardError(f"cannot reach the Kubernetes API {server} to look up {target.describe()}: "
-                               f"{describe_api_error(error)}") from None
+    except Exception as error:  # ApiException, urllib3 MaxRetryError, connection refused, TLS
+        raise _api_failure(error, target, server) from None
+
+
+def resolve_pod(api: Any, target: ForwardTarget, timeout: float) -> str:
+    """The pod to forward to; a clear KubeForwardError when it does not exist or is not ready."""
+    pods = list_pods(api, target, timeout)
+    if target.pod:
+        reason = pod_readiness(pods[0])
+        if reason:
+            raise KubeForwardError(f"pod {target.namespace}/{target.pod} cannot take a port-forward: {reason}")
+        return target.pod
+    return choose_pod(pods, target)
+
+
+@dataclass(frozen=True)
+class PodSet:
+    """Every pod a target names: the ready ones (by name) and why each other one is not."""
+
+    ready: tuple[str, ...]
+    not_ready: tuple[tuple[str, str], ...]
+
+    def problems(self, target: ForwardTarget) -> list[str]:
+        """One sentence per pod that cannot take a forward (none ready is one sentence too)."""
+        problems = [f"pod {target.namespace}/{name} is not ready for a port-forward ({reason})"
+                    for name, reason in self.not_ready]
+        if not self.ready and not self.not_ready:
+            problems.append(f"no pod found for {target.describe()}")
+        return problems
+
+
+def pod_set(pods: list[dict[str, Any]]) -> PodSet:
+    """Split *pods* into the ready ones and the others (with the reason), sorted by name."""
+    named = sorted(pods, key=lambda p: (p.get("metadata") or {}).get("name", ""))
+    ready = tuple(p["metadata"]["name"] for p in named if pod_readiness(p) is None)
+    others = tuple((p["metadata"]["name"], str(pod_readiness(p))) for p in named if pod_readiness(p) is not None)
+    return PodSet(ready=ready, not_ready=others)
 
 
 # One remote end per accepted connection: a socket to copy bytes to and from, a function
@@ -327,3 +363,75 @@ def open_pod_forward(params: dict[str, Any], timeout: float) -> PortForwarder:
     pod = resolve_pod(api, target, timeout)
     return PortForwarder(api_remote_opener(api, target.namespace, pod, target.port),
                          f"pod {target.namespace}/{pod} port {target.port}")
+
+
+@dataclass(frozen=True)
+class PodPort:
+    """One forwarded port of one pod and the local listener that reaches it."""
+
+    pod: str
+    port: int
+    local_port: int
+
+    def url(self, scheme: str) -> str:
+        return f"{scheme}://127.0.0.1:{self.local_port}"
+
+
+class PodForwards:
+    """A PortForwarder per ready pod and per port (``all_pods``): every pod of a StatefulSet
+    reachable at once, so the client has the whole cluster as its server list and the meta
+    leader's monitoring endpoint is always among the URLs. Pods that are not ready are not
+    forwarded; ``pods.problems()`` names them. Use as a context manager."""
+
+    def __init__(self, api: Any, target: ForwardTarget, pods: PodSet, ports: tuple[int, ...]) -> None:
+        self.target, self.pods, self.ports = target, pods, ports
+        self.forwarders: dict[tuple[str, int], PortForwarder] = {
+            (name, port): PortForwarder(api_remote_opener(api, target.namespace, name, port),
+                                        f"pod {target.namespace}/{name} port {port}")
+            for name in pods.ready for port in ports}
+        self.stack = contextlib.ExitStack()
+
+    def __enter__(self) -> "PodForwards":
+        with contextlib.ExitStack() as stack:
+            for forwarder in self.forwarders.values():
+                stack.enter_context(forwarder)
+            self.stack = stack.pop_all()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.stack.close()
+
+    def bound(self, port: int) -> list[PodPort]:
+        """The local listeners of *port*, one per ready pod, in pod name order."""
+        return [PodPort(name, port, self.forwarders[(name, port)].local_port) for name in self.pods.ready]
+
+    def urls(self, port: int, scheme: str) -> list[str]:
+        return [bound.url(scheme) for bound in self.bound(port)]
+
+    def labels(self, port: int, scheme: str) -> dict[str, str]:
+        """Local URL -> what it reaches (``tapio/tapio-nats-0:8222``), for messages."""
+        return {bound.url(scheme): f"{self.target.namespace}/{bound.pod}:{port}" for bound in self.bound(port)}
+
+    @property
+    def errors(self) -> list[str]:
+        return [error for forwarder in self.forwarders.values() for error in forwarder.errors]
+
+    def settle(self, timeout: float = 2.0) -> None:
+        for forwarder in self.forwarders.values():
+            forwarder.settle(timeout)
+
+    @property
+    def description(self) -> str:
+        return f"{len(self.pods.ready)} pod(s) of {self.target.describe()} ({', '.join(self.pods.ready)})"
+
+
+def open_pod_forwards(params: dict[str, Any], ports: tuple[int, ...], timeout: float) -> PodForwards:
+    """Resolve every pod the ``kube_port_forward`` option names and return PodForwards (not
+    yet entered) for *ports* on each ready one; KubeForwardError when none is ready."""
+    target = target_from_params(params)
+    api = load_core_api(params.get("kubeconfig"), params.get("context"))
+    pods = pod_set(list_pods(api, target, timeout))
+    if not pods.ready:
+        raise KubeForwardError("; ".join(pods.problems(target)) if pods.not_ready
+                               else f"no pod found for {target.describe()}")
+    return PodForwards(api, target, pods, ports)

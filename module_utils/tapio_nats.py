@@ -94,6 +94,8 @@ def kube_forward_argument_spec() -> dict[str, Any]:
             "selector": {"type": "str"},
             "service": {"type": "str"},
             "port": {"type": "int", "default": 4222},
+            "all_pods": {"type": "bool", "default": False},
+            "monitor_port": {"type": "int"},
         },
         "mutually_exclusive": [["pod", "selector", "service"]],
         "required_one_of": [["pod", "selector", "service"]],
@@ -121,7 +123,23 @@ def nats_module(argument_spec: dict[str, Any], **kwargs: Any) -> AnsibleModule:
         if forward.KUBERNETES_IMPORT_ERROR is not None:
             module.fail_json(msg=missing_required_lib(forward.KUBERNETES_REQUIREMENT) + " (for kube_port_forward)",
                              exception=forward.KUBERNETES_IMPORT_ERROR)
+        problem = kube_forward_problem(module.params["kube_port_forward"])
+        if problem:
+            module.fail_json(msg=problem)
     return module
+
+
+def kube_forward_problem(spec: dict[str, Any]) -> str:
+    """Why a ``kube_port_forward`` value cannot work ("" when it can)."""
+    if spec.get("monitor_port") and not spec.get("all_pods"):
+        return ("kube_port_forward.monitor_port needs all_pods: the meta leader's /jsz is only "
+                "reachable when every NATS pod is forwarded")
+    if spec.get("all_pods") and spec.get("pod"):
+        return "kube_port_forward.all_pods forwards every pod behind a selector or service, not one pod"
+    for key in ("port", "monitor_port"):
+        if spec.get(key) is not None and not 0 < int(spec[key]) < 65536:
+            return f"kube_port_forward.{key} {spec[key]} is not a TCP port"
+    return ""
 
 
 def _kube_forward() -> Any:
@@ -185,19 +203,21 @@ def connect_options(params: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
-def forwarded_params(params: dict[str, Any], local_port: int) -> dict[str, Any]:
-    """The connection parameters for a port-forward listening on 127.0.0.1:*local_port*.
+def forwarded_params(params: dict[str, Any], local_port: int | list[int]) -> dict[str, Any]:
+    """The connection parameters for port-forwards listening on 127.0.0.1:*local_port* (one
+    port, or one per pod with ``all_pods``).
 
-    ``servers`` becomes that one URL (``tls://`` when the configured servers use TLS, and
+    ``servers`` becomes those URLs (``tls://`` when the configured servers use TLS, and
     the certificate is then checked against the first configured server's host name).
     nats-py adds the servers a cluster announces in INFO (``connect_urls``) to its pool and
     has no option to stop that; they are only ever dialled on a reconnect, and management
     connections never reconnect (``allow_reconnect`` off), so the forwarded connection
     cannot move to another address. ``open_connection`` also checks the connected URL.
     """
+    ports = [local_port] if isinstance(local_port, int) else list(local_port)
     servers = [str(s) for s in params["servers"] or []]
     scheme = "tls" if any(s.startswith("tls://") for s in servers) else "nats"
-    forwarded = dict(params, servers=[f"{scheme}://127.0.0.1:{local_port}"], forward_local_port=local_port)
+    forwarded = dict(params, servers=[f"{scheme}://127.0.0.1:{port}" for port in ports], forward_local_ports=ports)
     if servers:
         hostname = urlparse(servers[0] if "://" in servers[0] else f"nats://{servers[0]}").hostname
         if hostname:
@@ -241,12 +261,13 @@ async def open_connection(params: dict[str, Any], on_closed: Optional[Callable[[
         tried = ", ".join(redact_url(s) for s in options["servers"])
         raise NatsModuleError(f"cannot connect to NATS ({tried}): {type(error).__name__}: {error} "
                               "(check creds_file / nkey_seed)") from None
-    forwarded = params.get("forward_local_port")
+    forwarded = params.get("forward_local_ports") or []
     connected = getattr(nc, "connected_url", None)
-    if forwarded and (connected is None or (connected.hostname, connected.port) != ("127.0.0.1", forwarded)):
+    if forwarded and (connected is None or connected.hostname != "127.0.0.1" or connected.port not in forwarded):
         await nc.close()
+        listeners = ", ".join(f"127.0.0.1:{port}" for port in forwarded)
         raise NatsModuleError(f"connected to {redact_url(connected.geturl()) if connected else 'nothing'} "
-                              f"instead of the port-forward on 127.0.0.1:{forwarded}")
+                              f"instead of the port-forward on {listeners}")
     return nc
 
 
@@ -334,10 +355,28 @@ def exit_with_result(module: AnsibleModule, result: dict[str, Any]) -> None:
 Handler = Callable[[Any, JetStreamApi], Awaitable[dict[str, Any]]]
 
 
+def open_forwards(spec: dict[str, Any], timeout: float) -> Any:
+    """The forwarder(s) the ``kube_port_forward`` option asks for, not yet entered: one pod's
+    client port, or with ``all_pods`` the client port of every ready pod (tapio_kube_forward);
+    KubeForwardError when they cannot be set up."""
+    utils = _kube_forward()
+    if spec.get("all_pods"):
+        return utils.open_pod_forwards(spec, ports=(int(spec.get("port") or 4222),), timeout=timeout)
+    return utils.open_pod_forward(spec, timeout=timeout)
+
+
+def local_ports(forwarder: Any, spec: dict[str, Any]) -> list[int]:
+    """The local listener port(s) of what ``open_forwards`` returned, once entered."""
+    if spec.get("all_pods"):
+        return [bound.local_port for bound in forwarder.bound(int(spec.get("port") or 4222))]
+    return [forwarder.local_port]
+
+
 @contextmanager
 def nats_endpoint(params: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """The connection parameters to use: *params* itself, or with ``kube_port_forward`` the
-    parameters of a port-forward opened through the Kubernetes API server for the block.
+    parameters of the port-forward(s) opened through the Kubernetes API server for the block
+    (with ``all_pods`` one per ready NATS pod, all of them the client's server list).
 
     A connection failure through the forward names the pod and adds what the API server or
     kubelet reported on the forward's error channel (for example kwok's ``no forward found
@@ -348,12 +387,12 @@ def nats_endpoint(params: dict[str, Any]) -> Iterator[dict[str, Any]]:
         return
     utils = _kube_forward()
     try:
-        forwarder = utils.open_pod_forward(spec, timeout=params["connect_timeout"])
+        forwarder = open_forwards(spec, timeout=params["connect_timeout"])
     except utils.KubeForwardError as error:
         raise NatsModuleError(f"kube_port_forward: {error}") from None
     with forwarder:
         try:
-            yield forwarded_params(params, forwarder.local_port)
+            yield forwarded_params(params, local_ports(forwarder, spec))
         except (NatsModuleError, nats.errors.Error) as error:
             # Not connecting, or the connection dropping mid-run (allow_reconnect is off, so
             # nats-py raises ConnectionClosedError): say which forward and what it reported.

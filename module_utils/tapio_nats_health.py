@@ -156,6 +156,41 @@ def meta_cluster(monitor_urls: list[str], timeout: float, expected_peers: Option
     return cluster, problems
 
 
+def relabel(cluster: dict[str, Any], problems: list[str], labels: dict[str, str]) -> Report:
+    """*cluster* and *problems* with each local URL (a port-forward's listener, meaningless
+    to a reader) replaced by what it reaches (*labels*: URL -> ``tapio/tapio-nats-0:8222``)."""
+    def name(text: str) -> str:
+        for url, label in labels.items():
+            text = text.replace(url, label)
+        return text
+
+    renamed = dict(cluster)
+    if "health" in cluster:
+        renamed["health"] = {name(url): answer for url, answer in cluster["health"].items()}
+    return renamed, [name(problem) for problem in problems]
+
+
+def kube_meta_cluster(spec: dict[str, Any], timeout: float, expected_peers: Optional[int] = None,
+                      jetstream: bool = True, fetch: Fetch = http_json) -> Report:
+    """``meta_cluster`` read through a port-forward to the monitoring port (``monitor_port``)
+    of every NATS pod the ``kube_port_forward`` option names, opened for this one read (so
+    a wait that calls it again sees pods replaced in between). Pods that are not ready, and
+    a forward that cannot be set up, are problems, so a wait keeps waiting on them."""
+    from ansible.module_utils import tapio_kube_forward as forward
+
+    port = int(spec["monitor_port"])
+    try:
+        forwards = forward.open_pod_forwards(spec, ports=(port,), timeout=timeout)
+    except forward.KubeForwardError as error:
+        return {"health": {}, "servers_healthy": 0}, [f"kube_port_forward: {error}"]
+    with forwards:
+        cluster, problems = meta_cluster(forwards.urls(port, "http"), timeout, expected_peers, jetstream, fetch)
+        labels = forwards.labels(port, "http")
+    cluster, problems = relabel(cluster, problems, labels)
+    cluster["pods"] = list(forwards.pods.ready)
+    return cluster, forwards.pods.problems(forwards.target) + problems
+
+
 def replica_problem(name: str, replica: dict[str, Any], max_lag: int) -> Optional[str]:
     """A replica is a problem when offline, or behind by more than max_lag entries.
 

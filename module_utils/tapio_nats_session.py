@@ -5,7 +5,9 @@
 
 It connects on first use (so a phase that needs no NATS never connects), through the same
 ``nats_endpoint``/``open_connection`` as every nats_* module (so the same connection options,
-including ``kube_port_forward``), and keeps one event loop for the phase. JetStream API
+including ``kube_port_forward``; with ``all_pods`` the pods are resolved once per engine call
+and every ready pod's forward is in the server list, so a lost connection is opened again
+through another pod), and keeps one event loop for the phase. JetStream API
 timeouts and no-responders, which a cluster answers while it elects a leader, are retried,
 bounded and logged. A lost connection (its server died, or closed it while the engine waited
 on Kubernetes) is opened again, to any server of the list, bounded and logged with the

@@ -78,6 +78,10 @@ options:
         C(tls://) URLs with the certificate's name, for example C(tls://tapio-nats.tapio.svc:4222)).
         Servers the cluster announces in INFO are never used, because management connections
         do not reconnect.
+      - With O(kube_port_forward.all_pods) every Running and Ready pod behind the selector or
+        Service is forwarded (one local listener per pod), and the client gets all of them as
+        its server list, so the engine's session can connect again to another pod when one is
+        lost. Pods are resolved again on every module call.
       - Needs the C(kubernetes) Python library and permission to C(get)/C(list) pods (and
         C(get) services with O(kube_port_forward.service)) and C(create) on C(pods/portforward)
         in the namespace.
@@ -112,4 +116,19 @@ options:
         description: The pod's NATS client port.
         type: int
         default: 4222
+      all_pods:
+        description:
+          - Forward to every Running and Ready pod instead of the first one (with
+            O(kube_port_forward.selector) or O(kube_port_forward.service)). The playbooks set
+            it when C(tapio_nats_reach=kubernetes).
+        type: bool
+        default: false
+      monitor_port:
+        description:
+          - The pods' HTTP monitoring port (8222). With O(kube_port_forward.all_pods), the
+            monitoring reads of M(nats_info) (C(/healthz), C(/jsz), C(/jsz?leader-only=true)) go
+            through a forward to this port of every pod, opened again for each read (a wait
+            sees replaced pods), and O(monitor_urls) is not used; pods that are not ready are
+            reported as problems. Needs O(kube_port_forward.all_pods).
+        type: int
 """

@@ -50,6 +50,11 @@ CASES = [
     pytest.param({"tapio_collectors": "tapio-k8s-collector"}, "tapio_collectors", id="collectors-not-a-list"),
     pytest.param({"tapio_nats_servers": ["http://127.0.0.1:4222"]},
                  "NATS servers not nats:// or tls:// URLs=['http://127.0.0.1:4222']", id="nats-url-scheme"),
+    pytest.param({"tapio_nats_reach": "apiserver"}, "value of tapio_nats_reach must be one of: direct, kubernetes",
+                 id="nats-reach-value"),
+    pytest.param({"tapio_nats_reach": "kubernetes", "tapio_nats_kube_port_forward": {"namespace": "tapio", "pod": "p"}},
+                 "tapio_nats_kube_port_forward (one pod, for direct reach) cannot be combined with it",
+                 id="nats-reach-with-one-pod-forward"),
     pytest.param({"tapio_kubeconfig": "/nonexistent/kubeconfig"},
                  "tapio_kubeconfig /nonexistent/kubeconfig does not exist", id="missing-kubeconfig"),
 ]

@@ -74,7 +74,7 @@ def wait_ready(core: kube_client.CoreV1Api, namespace: str, count: int, timeout:
 @pytest.fixture(scope="module")
 def nats_pods(api: kube_client.ApiClient, nats_lab: NatsLab) -> Iterator[str]:
     """Namespace test-pf-<id> with StatefulSet and Service tapio-nats and a kwok PortForward
-    per pod: pod tapio-nats-i port 4222 -> the lab's NATS node i."""
+    per pod: pod tapio-nats-i ports 4222 and 8222 -> the lab's NATS node i."""
     core, apps = kube_client.CoreV1Api(api), kube_client.AppsV1Api(api)
     custom = kube_client.CustomObjectsApi(api)
     namespace = f"test-pf-{uuid.uuid4().hex[:8]}"
@@ -85,8 +85,8 @@ def nats_pods(api: kube_client.ApiClient, nats_lab: NatsLab) -> Iterator[str]:
             custom.create_namespaced_custom_object(KWOK_GROUP, KWOK_VERSION, namespace, "portforwards", {
                 "apiVersion": f"{KWOK_GROUP}/{KWOK_VERSION}", "kind": "PortForward",
                 "metadata": {"name": f"tapio-nats-{i}", "namespace": namespace},
-                "spec": {"forwards": [{"ports": [4222],
-                                       "target": {"address": "127.0.0.1", "port": 4222 + PORT_OFFSET + i}}]}})
+                "spec": {"forwards": [{"ports": [port], "target": {"address": "127.0.0.1", "port": port + PORT_OFFSET + i}}
+                                      for port in (4222, 8222)]}})
         core.create_namespaced_service(namespace, {
             "metadata": {"name": "tapio-nats"},
             "spec": {"clusterIP": "None", "selector": labels, "ports": [{"name": "client", "port": 4222}]}})
@@ -149,6 +149,27 @@ def test_forward_reaches_the_chosen_pods_server(kube_lab: KubeLab, nats_pods: st
     assert not info["failed"], info.get("msg")
     assert info["server"]["server_name"] == server
     assert len(info["server"]["connect_urls"]) == 3
+
+
+def test_every_pod_forwarded_for_client_and_monitoring(kube_lab: KubeLab, nats_pods: str) -> None:
+    """all_pods and monitor_port (tapio_nats_reach=kubernetes): the client gets every pod as
+    its server list, and the monitoring reads (/healthz, /jsz, the meta leader's view) go to
+    every pod's monitoring port, so the leader is always among them; neither servers nor
+    monitor_urls can have answered."""
+    via = forward(kube_lab, nats_pods, selector="app.kubernetes.io/name=nats", all_pods=True, monitor_port=8222)
+    info = run_direct("nats_info", {"servers": UNREACHABLE, "monitor_urls": ["http://127.0.0.1:1"], "streams": [],
+                                    "consumers": False, "expected_peers": PODS, "kube_port_forward": via})
+    assert not info["failed"], info.get("msg")
+    assert info["healthy"], info["problems"]
+    assert info["server"]["server_name"] in {f"nats-{i}" for i in range(PODS)}
+    assert info["cluster"]["pods"] == [f"tapio-nats-{i}" for i in range(PODS)]
+    assert sorted(info["cluster"]["health"]) == [f"{nats_pods}/tapio-nats-{i}:8222" for i in range(PODS)]
+    assert info["cluster"]["leader_view"] and info["cluster"]["cluster_size"] == PODS
+
+    # The nats_cluster gate's form: monitoring only, no monitor_urls at all.
+    gate = run_direct("nats_info", {"monitor_only": True, "expected_peers": PODS, "wait": True, "wait_timeout": 30,
+                                    "kube_port_forward": via})
+    assert not gate["failed"] and gate["healthy"], gate.get("msg") or gate["problems"]
 
 
 def test_missing_pod_names_pod_and_namespace(kube_lab: KubeLab, nats_pods: str) -> None:

@@ -276,7 +276,7 @@ def test_connection_failures_through_a_forward_name_it_and_what_it_reported(monk
     with pytest.raises(tn.NatsModuleError) as raised:
         with tn.nats_endpoint(params(kube_port_forward=spec)) as used:
             assert used["servers"] == [f"nats://127.0.0.1:{forwarder.local_port}"]
-            assert used["forward_local_port"] == forwarder.local_port
+            assert used["forward_local_ports"] == [forwarder.local_port]
             client = connect(forwarder.local_port)
             while not remotes.far_ends:
                 time.sleep(0.01)
@@ -307,3 +307,140 @@ def test_a_forward_that_cannot_be_set_up_fails_before_connecting(monkeypatch) ->
     with pytest.raises(tn.NatsModuleError, match="^kube_port_forward: pod tapio/tapio-nats-9 not found"):
         with tn.nats_endpoint(params(kube_port_forward={"namespace": "tapio", "pod": "tapio-nats-9"})):
             pytest.fail("the block must not run")
+
+
+# --- every pod (all_pods, tapio_nats_reach=kubernetes) -------------------------------------
+
+health = load("tapio_nats_health")
+
+
+def test_pod_set_splits_ready_pods_from_the_others_by_name() -> None:
+    pods = kf.pod_set([pod("tapio-nats-2"), pod("tapio-nats-0", phase="Pending", ready=False), pod("tapio-nats-1")])
+    assert pods.ready == ("tapio-nats-1", "tapio-nats-2")
+    assert pods.not_ready == (("tapio-nats-0", "phase Pending"),)
+    target = kf.ForwardTarget(namespace="tapio", port=4222, selector="app=nats")
+    assert pods.problems(target) == ["pod tapio/tapio-nats-0 is not ready for a port-forward (phase Pending)"]
+    assert kf.pod_set([]).problems(target) == ["no pod found for pods matching 'app=nats' in namespace tapio"]
+
+
+@pytest.fixture
+def fake_remotes(monkeypatch) -> dict[tuple[str, int], EchoRemotes]:
+    """api_remote_opener replaced by echo remotes, one per (pod, port), to see where each
+    local listener leads."""
+    remotes: dict[tuple[str, int], EchoRemotes] = {}
+
+    def opener(api: Any, namespace: str, name: str, port: int) -> Any:
+        return remotes.setdefault((name, port), EchoRemotes()).open
+
+    monkeypatch.setattr(kf, "api_remote_opener", opener)
+    return remotes
+
+
+def pod_forwards(monkeypatch, pods: list[dict[str, Any]], ports: tuple[int, ...] = (4222, 8222)) -> Any:
+    monkeypatch.setattr(kf, "load_core_api", lambda kubeconfig, context: object())
+    monkeypatch.setattr(kf, "list_pods", lambda api, target, timeout: pods)
+    spec = {"namespace": "tapio", "selector": "app=nats", "port": 4222, "all_pods": True, "monitor_port": 8222}
+    return kf.open_pod_forwards(spec, ports=ports, timeout=5)
+
+
+def test_every_ready_pod_gets_a_listener_per_port(monkeypatch, fake_remotes: dict) -> None:
+    pods = [pod("tapio-nats-1"), pod("tapio-nats-0"), pod("tapio-nats-2", ready=False)]
+    with pod_forwards(monkeypatch, pods) as forwards:
+        clients, monitors = forwards.bound(4222), forwards.bound(8222)
+        assert [b.pod for b in clients] == ["tapio-nats-0", "tapio-nats-1"] == [b.pod for b in monitors]
+        ports = [b.local_port for b in clients + monitors]
+        assert len(set(ports)) == 4 and all(ports)
+        assert forwards.urls(4222, "nats") == [f"nats://127.0.0.1:{b.local_port}" for b in clients]
+        assert forwards.labels(8222, "http") == {f"http://127.0.0.1:{b.local_port}": f"tapio/{b.pod}:8222"
+                                                 for b in monitors}
+        assert forwards.description == "2 pod(s) of pods matching 'app=nats' in namespace tapio (tapio-nats-0, tapio-nats-1)"
+        sock = connect(monitors[1].local_port)
+        sock.sendall(b"get")
+        assert sock.recv(16) == b"GET"
+        assert fake_remotes[("tapio-nats-1", 8222)].opened == 1
+        assert fake_remotes[("tapio-nats-0", 8222)].opened == 0
+    with pytest.raises(OSError):
+        connect(clients[0].local_port)
+
+
+def test_no_ready_pod_among_all_pods_names_each(monkeypatch, fake_remotes: dict) -> None:
+    with pytest.raises(kf.KubeForwardError, match=r"^pod tapio/tapio-nats-0 is not ready for a port-forward \(not Ready\)$"):
+        pod_forwards(monkeypatch, [pod("tapio-nats-0", ready=False)])
+    with pytest.raises(kf.KubeForwardError, match="^no pod found for pods matching 'app=nats' in namespace tapio$"):
+        pod_forwards(monkeypatch, [])
+
+
+def test_all_pods_give_the_client_every_pod_as_its_server_list(monkeypatch, fake_remotes: dict) -> None:
+    """The engine's session connects again to any pod of the list when its server is lost."""
+    monkeypatch.setattr(kf, "load_core_api", lambda kubeconfig, context: object())
+    monkeypatch.setattr(kf, "list_pods", lambda api, target, timeout: [pod(f"tapio-nats-{i}") for i in range(3)])
+    spec = {"namespace": "tapio", "selector": "app=nats", "port": 4222, "all_pods": True, "monitor_port": 8222}
+    with tn.nats_endpoint(params(kube_port_forward=spec)) as used:
+        ports = used["forward_local_ports"]
+        assert len(ports) == 3 and used["servers"] == [f"nats://127.0.0.1:{p}" for p in ports]
+        assert tn.connect_options(used)["allow_reconnect"] is False
+    assert set(fake_remotes) == {(f"tapio-nats-{i}", 4222) for i in range(3)}, "the client port only"
+    assert [r.opened for r in fake_remotes.values()] == [0, 0, 0], "nothing connected, so no port-forward opened"
+
+
+def test_forwarded_params_take_one_port_or_a_list() -> None:
+    assert tn.forwarded_params(params(), 40123)["forward_local_ports"] == [40123]
+    many = tn.forwarded_params(params(servers=["tls://tapio-nats.tapio.svc:4222"]), [40001, 40002])
+    assert many["servers"] == ["tls://127.0.0.1:40001", "tls://127.0.0.1:40002"]
+    assert many["tls_hostname"] == "tapio-nats.tapio.svc"
+
+
+@pytest.mark.parametrize(("spec", "problem"), [
+    ({"namespace": "t", "selector": "a=b", "all_pods": True, "monitor_port": 8222}, ""),
+    ({"namespace": "t", "pod": "p"}, ""),
+    ({"namespace": "t", "selector": "a=b", "monitor_port": 8222}, "monitor_port needs all_pods"),
+    ({"namespace": "t", "pod": "p", "all_pods": True}, "all_pods forwards every pod behind a selector or service"),
+    ({"namespace": "t", "selector": "a=b", "all_pods": True, "monitor_port": 0}, "monitor_port 0 is not a TCP port"),
+    ({"namespace": "t", "selector": "a=b", "all_pods": True, "monitor_port": 70000}, "monitor_port 70000 is not a TCP port"),
+])
+def test_bad_forward_combinations_are_named(spec: dict, problem: str) -> None:
+    found = tn.kube_forward_problem(spec)
+    assert (problem in found) if problem else found == ""
+
+
+def test_relabel_names_pods_instead_of_local_listeners() -> None:
+    cluster = {"health": {"http://127.0.0.1:4001": {"http_status": 200}, "http://127.0.0.1:4002": {"http_status": 503}},
+               "leader": "nats-0"}
+    problems = ["1 of 2 servers are not healthy: http://127.0.0.1:4002/healthz answered 503 (unavailable)"]
+    labels = {"http://127.0.0.1:4001": "tapio/tapio-nats-0:8222", "http://127.0.0.1:4002": "tapio/tapio-nats-1:8222"}
+    renamed, named = health.relabel(cluster, problems, labels)
+    assert list(renamed["health"]) == ["tapio/tapio-nats-0:8222", "tapio/tapio-nats-1:8222"]
+    assert renamed["leader"] == "nats-0" and list(cluster["health"])[0] == "http://127.0.0.1:4001"
+    assert named == ["1 of 2 servers are not healthy: tapio/tapio-nats-1:8222/healthz answered 503 (unavailable)"]
+
+
+def test_monitoring_through_every_pod_resolves_pods_on_each_read(monkeypatch, fake_remotes: dict) -> None:
+    """kube_meta_cluster opens its forwards for one read (a wait's next attempt sees pods
+    replaced in between), reads every pod's monitoring port (the leader is always among them),
+    and reports pods that are not ready, or a forward that cannot be set up, as problems."""
+    monkeypatch.setattr(kf, "load_core_api", lambda kubeconfig, context: object())
+    listings = iter([
+        [pod("tapio-nats-0"), pod("tapio-nats-1", phase="Pending", ready=False)],
+        [pod("tapio-nats-0"), pod("tapio-nats-1")],
+    ])
+    monkeypatch.setattr(kf, "list_pods", lambda api, target, timeout: next(listings))
+    leader = {"name": "nats", "leader": "nats-0", "cluster_size": 2,
+              "replicas": [{"name": "nats-1", "current": True, "lag": 0}]}
+
+    def fetch(url: str, timeout: float) -> tuple[int, Any]:
+        return (200, {"meta_cluster": leader}) if "/jsz" in url else (200, {"status": "ok"})
+
+    spec = {"namespace": "tapio", "selector": "app=nats", "port": 4222, "all_pods": True, "monitor_port": 8222}
+    cluster, problems = health.kube_meta_cluster(spec, 5, expected_peers=2, fetch=fetch)
+    assert problems == ["pod tapio/tapio-nats-1 is not ready for a port-forward (phase Pending)"]
+    assert list(cluster["health"]) == ["tapio/tapio-nats-0:8222"] and cluster["pods"] == ["tapio-nats-0"]
+    cluster, problems = health.kube_meta_cluster(spec, 5, expected_peers=2, fetch=fetch)
+    assert problems == [] and cluster["pods"] == ["tapio-nats-0", "tapio-nats-1"]
+    assert cluster["leader"] == "nats-0" and cluster["leader_view"]
+
+    def unreachable(api: Any, target: Any, timeout: float) -> Any:
+        raise kf.KubeForwardError("cannot reach the Kubernetes API https://127.0.0.1:1 to look up pods")
+
+    monkeypatch.setattr(kf, "list_pods", unreachable)
+    cluster, problems = health.kube_meta_cluster(spec, 5, fetch=fetch)
+    assert problems == ["kube_port_forward: cannot reach the Kubernetes API https://127.0.0.1:1 to look up pods"]
