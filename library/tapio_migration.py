@@ -120,6 +120,14 @@ options:
     description: C(collectors_*) - env var that carries each collector's subject prefix.
     type: str
     default: NATS_SUBJECT_PREFIX
+  workload_secrets:
+    description:
+      - C(pipeline), C(collectors_*), C(preflight) - C({shared, prefix}) when each workload has its own
+        NATS user - every O(env) entry whose C(secretKeyRef) names the Secret C(shared) reads
+        C(<prefix><workload name>) instead, and preflight requires those Secrets; empty, the
+        shared Secret as given.
+    type: dict
+    default: {}
   pod_annotations:
     description: C(collectors_*) - pod-template annotations per collector name, set when it switches.
     type: dict
@@ -354,6 +362,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "poll_interval": {"type": "float", "default": 2},
     "env": {"type": "list", "elements": "dict", "default": []},
     "subject_prefix_env": {"type": "str", "default": "NATS_SUBJECT_PREFIX"},
+    "workload_secrets": {"type": "dict", "default": {}},
     "pod_annotations": {"type": "dict", "default": {}},
     "container_overrides": {"type": "dict", "default": {}},
     "order": {"type": "list", "elements": "str", "default": []},

@@ -31,7 +31,7 @@ from ansible.module_utils.tapio_workload import (
     PROVENANCE_PREFIX, needed_permissions, object_diff, order_problem, output_mode_of, pod_template_hash,
     provenance_file, provenance_line, provenance_of, record_file,
     probe_verdict, record_key, record_of, record_text, report_entry, restore_of, rollout_state, select_record,
-    strategy_problem, switch_patch)
+    strategy_problem, switch_patch, workload_env)
 
 CONFLICT_RETRIES = 5
 # Seconds before the first re-read after a 409, doubled each time (0.2, 0.4, 0.8, 1.6). A write
@@ -380,6 +380,24 @@ class Engine:
 
         self.nats.call(delete, f"delete consumer {name}")
 
+    def require_secrets(self, secret: dict[str, Any], targets: list[Target]) -> None:
+        """The credentials Secret the pods will read, or with per-workload users
+        (O(workload_secrets)) each workload's own, must exist with every key."""
+        prefix = (self.p["workload_secrets"] or {}).get("prefix")
+        names = [f"{prefix}{t.name}" for t in targets] if prefix else [secret["name"]]
+        keys = secret.get("keys") or []
+        problems = []
+        for name in names:
+            found = self.kube.get("Secret", self.namespace, name)
+            absent = [k for k in keys if k not in ((found or {}).get("data") or {})]
+            if found is None:
+                problems.append(f"Secret {self.namespace}/{name} not found")
+            elif absent:
+                problems.append(f"Secret {self.namespace}/{name} has no key {', '.join(absent)}")
+        if problems:
+            raise EngineError(f"{'; '.join(problems)}: each must exist with keys {', '.join(keys)} "
+                              "(the pods read the NATS credentials from it by secretKeyRef).")
+
     # == phases =============================================================================
     def preflight(self) -> dict[str, Any]:
         """The pre-migration checklist; every problem is found before anything changes."""
@@ -418,12 +436,7 @@ class Engine:
         if problem:
             warnings.append(problem)
         if secret.get("name"):
-            found = self.kube.get("Secret", self.namespace, secret["name"])
-            absent = [k for k in secret.get("keys") or [] if k not in ((found or {}).get("data") or {})]
-            if found is None or absent:
-                raise EngineError(f"Secret {self.namespace}/{secret['name']} must exist with keys "
-                                  f"{', '.join(secret.get('keys') or [])} (the pods read the NATS credentials from it "
-                                  "by secretKeyRef).")
+            self.require_secrets(secret, targets)
         install = self.p["nats_install"] or {}
         deferred = False
         if install.get("enabled"):
@@ -488,7 +501,7 @@ class Engine:
                 self.log(f"check mode: {message}")
         live = self.read_all([self.pipeline])
         self.record([self.pipeline], live)
-        env = self.p["env"]
+        env = workload_env(self.p["env"], self.pipeline.name, self.p["workload_secrets"])
         patch = switch_patch(live[self.pipeline.name], self.pipeline.container, env)
         if patch:
             self.apply_patch(self.pipeline, live[self.pipeline.name], patch, env)
@@ -499,7 +512,8 @@ class Engine:
         return {}
 
     def collector_env(self, target: Target) -> list[dict[str, Any]]:
-        return [*self.p["env"], {"name": self.p["subject_prefix_env"], "value": target.subject_prefix}]
+        return [*workload_env(self.p["env"], target.name, self.p["workload_secrets"]),
+                {"name": self.p["subject_prefix_env"], "value": target.subject_prefix}]
 
     def collector_patch(self, target: Target, live: dict[str, Any]) -> Optional[dict[str, Any]]:
         return switch_patch(live, target.container, self.collector_env(target),

@@ -333,6 +333,23 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
+def workload_env(env: list[dict[str, Any]], workload: str, secrets: Optional[dict[str, Any]]) -> list[dict[str, Any]]:
+    """*env* for one workload when each has its own NATS user: an entry whose secretKeyRef
+    names ``secrets['shared']`` reads ``<secrets['prefix']><workload>`` instead (so a
+    collector's pods get its publish-only user). Other Secret references, such as a user's
+    extra env, are kept; no *secrets* (or no prefix) returns *env* unchanged."""
+    if not secrets or not secrets.get("prefix"):
+        return env
+    shared, own = secrets.get("shared"), f"{secrets['prefix']}{workload}"
+    result = []
+    for entry in env:
+        ref = (entry.get("valueFrom") or {}).get("secretKeyRef") or {}
+        if ref.get("name") == shared:
+            entry = deep_merge(entry, {"valueFrom": {"secretKeyRef": {"name": own}}})
+        result.append(entry)
+    return result
+
+
 def switch_patch(live: dict[str, Any], container: str, env: list[dict[str, Any]],
                  annotations: Optional[dict[str, str]] = None,
                  override: Optional[dict[str, Any]] = None) -> Optional[dict[str, Any]]:

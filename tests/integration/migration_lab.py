@@ -75,7 +75,11 @@ class MigrationLab:
     # --- running playbooks --------------------------------------------------------------------
     def _command(self, playbooks: tuple[str, ...], extra: dict[str, Any] | None,
                  args: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
+        # A namespace of its own shares the lab's servers with its own streams and subject
+        # prefixes, which the lab's per-workload users are not allowed: the pods use the
+        # shared user unless a test opts in (tapio_nats_component_users).
         extra_vars = {"tapio_namespace": self.namespace, "tapio_migration_nats_checks": False,
+                      "tapio_nats_component_users": False,
                       "tapio_artifacts_dir": str(self.artifacts), "tapio_verify_ledger_url": "", "tapio_timeline_url": "",
                       **(extra or {})}
         env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "ANSIBLE_NOCOLOR": "1",

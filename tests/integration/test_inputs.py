@@ -55,6 +55,12 @@ CASES = [
     pytest.param({"tapio_nats_reach": "kubernetes", "tapio_nats_kube_port_forward": {"namespace": "tapio", "pod": "p"}},
                  "tapio_nats_kube_port_forward (one pod, for direct reach) cannot be combined with it",
                  id="nats-reach-with-one-pod-forward"),
+    pytest.param({"tapio_nats_component_users": True,
+                  "tapio_nats_component_passwords": {"tapio-pipeline": "p", "tapio-k8s-collector": ""}},
+                 "missing: tapio-k8s-collector, tapio-systemd-collector, tapio-ebpf-collector",
+                 id="component-user-without-password"),
+    pytest.param({"tapio_nats_route_password": "p@ss/word"}, "tapio_nats_route_password may hold only letters",
+                 id="route-password-characters"),
     pytest.param({"tapio_kubeconfig": "/nonexistent/kubeconfig"},
                  "tapio_kubeconfig /nonexistent/kubeconfig does not exist", id="missing-kubeconfig"),
 ]

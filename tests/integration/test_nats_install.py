@@ -302,6 +302,9 @@ def test_deploy_creates_the_recommended_statefulset(api: client.ApiClient, deplo
     env = {e.name: e for e in nats.env}
     assert env["POD_NAME"].value_from.field_ref.field_path == "metadata.name"
     assert env["NATS_PASSWORD"].value_from.secret_key_ref.name == f"{NAME}-auth"
+    # Routes authenticate; their password comes from a Secret of its own, never in the spec.
+    assert env["NATS_ROUTE_PASSWORD"].value_from.secret_key_ref.name == f"{NAME}-routes"
+    assert env["NATS_ROUTE_2"].value == f"nats://route:$(NATS_ROUTE_PASSWORD)@{NAME}-2.{NAME}-headless.{NS}.svc:6222"
     [vct] = sts.spec.volume_claim_templates
     assert vct.spec.resources.requests["storage"] == "10Gi"
     assert vct.spec.storage_class_name == "standard"
@@ -313,8 +316,10 @@ def test_deploy_creates_the_recommended_statefulset(api: client.ApiClient, deplo
     headless = core.read_namespaced_service(f"{NAME}-headless", NS)
     assert headless.spec.cluster_ip == "None"
     assert headless.spec.publish_not_ready_addresses is True
+    assert {p.port for p in headless.spec.ports} == {4222, 6222, 8222}
+    # The client Service offers the client port only: routes and monitoring stay on the pods.
     service = core.read_namespaced_service(NAME, NS)
-    assert {p.port for p in service.spec.ports} == {4222, 6222, 8222}
+    assert [p.port for p in service.spec.ports] == [4222]
     pdb = client.PolicyV1Api(api).read_namespaced_pod_disruption_budget(NAME, NS)
     assert pdb.spec.max_unavailable == 1
     assert pdb.spec.selector.match_labels == sts.spec.selector.match_labels
@@ -327,15 +332,34 @@ def test_nats_conf_in_the_configmap_is_accepted_by_nats_server(api: client.ApiCl
     secret = core.read_namespaced_secret(f"{NAME}-auth", NS)
     assert "tapio-lab-secret" not in conf
     assert "password: $NATS_PASSWORD" in conf
-    assert f"nats://{NAME}-2.{NAME}-headless.{NS}.svc:6222" in conf
+    assert "password: $NATS_ROUTE_PASSWORD" in conf and "$NATS_ROUTE_2" in conf
     # JetStream file store sized from the 10Gi claim (90 %), memory store 512Mi.
     assert f"max_file_store: {10 * 2**30 * 90 // 100}" in conf
     assert f"max_memory_store: {512 * 2**20}" in conf
     path = tmp_path / "nats.conf"
     path.write_text(conf)
-    # As the pod runs it: POD_NAME from the downward API, NATS_PASSWORD from the Secret.
+    # As the kubelet starts the pod: POD_NAME from the downward API, each secretKeyRef from its
+    # Secret, and $(NAME) in a value expanded from the entries before it.
     password = base64.b64decode(secret.data["NATS_PASSWORD"]).decode()
-    env = {"PATH": os.environ["PATH"], "POD_NAME": f"{NAME}-0", "NATS_PASSWORD": password}
+    route_password = base64.b64decode(core.read_namespaced_secret(f"{NAME}-routes", NS).data["password"]).decode()
+    assert route_password not in conf and route_password != password
+    sts = client.AppsV1Api(api).read_namespaced_stateful_set(NAME, NS)
+    nats = next(c for c in sts.spec.template.spec.containers if c.name == "nats")
+    env = {"PATH": os.environ["PATH"]}
+    for entry in nats.env:
+        if entry.value_from and entry.value_from.field_ref:
+            env[entry.name] = f"{NAME}-0"  # metadata.name, the only field the pod reads
+        elif entry.value_from:
+            ref = entry.value_from.secret_key_ref
+            env[entry.name] = base64.b64decode(core.read_namespaced_secret(ref.name, NS).data[ref.key]).decode()
+        else:
+            assert route_password not in entry.value and password not in entry.value, entry.name
+            env[entry.name] = re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], entry.value)
+    # nats-server reads the password as a config value: the pods get it quoted (the lab's ebpf
+    # collector's password has spaces and quotes in it, and starts with digits).
+    assert env["NATS_PASSWORD"] == json.dumps(password) and env["NATS_ROUTE_PASSWORD"] == route_password
+    assert '"' in env["NATS_PASSWORD_TAPIO_EBPF_COLLECTOR"] and " " in env["NATS_PASSWORD_TAPIO_EBPF_COLLECTOR"]
+    assert env["NATS_ROUTE_1"] == f"nats://route:{route_password}@{NAME}-1.{NAME}-headless.{NS}.svc:6222"
     ok = subprocess.run([str(NATS_SERVER), "-t", "-c", str(path)], env=env, capture_output=True, text=True,
                         check=False)
     assert ok.returncode == 0, ok.stdout + ok.stderr
@@ -368,7 +392,11 @@ def test_nats_conf_with_tls_and_without_jetstream_is_accepted_by_nats_server(tmp
         dest = tmp_path / f"{name}.conf"
         run = playbook(HERE / "render_conf.yml", extra={**settings, "render_conf_dest": str(dest)})
         assert run.rc == 0, run.out[-3000:]
-        env = {"PATH": os.environ["PATH"], "POD_NAME": f"{NAME}-1", "NATS_PASSWORD": "x"}
+        # Every $NAME the file reads, as the pod's env would set it (routes as route URLs).
+        env = {"PATH": os.environ["PATH"]}
+        env.update({var: (f"nats://route:x@{NAME}-{var[11:]}.{NAME}-headless:6222" if re.fullmatch(r"NATS_ROUTE_\d+", var)
+                          else f"{NAME}-1")
+                    for var in re.findall(r"\$([A-Z][A-Z0-9_]*)", dest.read_text())})
         check = subprocess.run([str(NATS_SERVER), "-t", "-c", str(dest)], env=env, capture_output=True, text=True,
                                check=False)
         assert check.returncode == 0, f"{name}: {check.stdout}{check.stderr}\n{dest.read_text()}"
@@ -559,6 +587,42 @@ def test_lab_nats_runs_from_the_nats_cluster_template(gate_cluster: dict[str, An
     assert shared.read_text().splitlines()[1] == header
     ok = subprocess.run([str(NATS_SERVER), "-t", "-c", str(shared)], capture_output=True, text=True, check=False)
     assert ok.returncode == 0, ok.stdout + ok.stderr
+
+
+def route_peers(monitor_url: str) -> set[str]:
+    return {route.get("remote_name") for route in get_json(f"{monitor_url}/routez").get("routes") or []}
+
+
+@pytest.mark.parametrize("credentials", ["", "route:wrong-password@", "route:tapio-lab-route-secret@"])
+def test_routes_join_the_cluster_only_with_the_route_password(gate_cluster: dict[str, Any], tmp_path: Path,
+                                                               credentials: str) -> None:
+    """The cluster port authenticates (nats.conf's cluster authorization, the same template as
+    the StatefulSet's): a server routing to it without the routes' password is refused by the
+    real servers; with it, it joins (so the refusal is the password's doing)."""
+    text = (gate_cluster["state"] / "nats" / "nats-0" / "nats.conf").read_text()
+    assert 'user: "route"' in text and "tapio-lab-route-secret@127.0.0.1" in text
+    assert route_peers(gate_cluster["monitor_urls"][0]) == {"nats-1", "nats-2"}
+    cluster_name = re.search(r"^cluster \{\n  name: (\S+)$", text, re.M).group(1)
+    name = "intruder" if credentials != "route:tapio-lab-route-secret@" else "joiner"
+    port = GATE_CLIENT_BASE + 9
+    conf = tmp_path / "other.conf"
+    conf.write_text(f'server_name: {name}\nhost: 127.0.0.1\nport: {port}\nhttp_port: {port + 1}\n'
+                    f'cluster {{\n  name: {cluster_name}\n  host: 127.0.0.1\n  port: {port + 2}\n'
+                    f'  routes: ["nats-route://{credentials}127.0.0.1:{GATE_CLUSTER_BASE}"]\n}}\n')
+    log = tmp_path / "other.log"
+    server = subprocess.Popen([str(NATS_SERVER), "-c", str(conf), "-l", str(log)])
+    try:
+        if name == "joiner":
+            wait_for(lambda: name in route_peers(gate_cluster["monitor_urls"][0]), 30, "the joiner's route")
+        else:
+            # The server's own answer, seen from both sides, before judging the routes.
+            wait_for(lambda: log.exists() and "authorization violation" in log.read_text().lower(), 30,
+                     f"nats-0 refusing the route ({credentials or 'no credentials'})")
+            assert name not in route_peers(gate_cluster["monitor_urls"][0])
+            assert route_peers(f"http://127.0.0.1:{port + 1}") == set()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def test_exporter_metric_sources_exist_on_the_real_server(gate_cluster: dict[str, Any]) -> None:

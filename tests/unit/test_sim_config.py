@@ -1,6 +1,7 @@
 """Pure helpers: pod readiness, env resolution, selectors, NATS URL mapping, config."""
 from __future__ import annotations
 
+import base64
 import sys
 
 import pytest
@@ -11,8 +12,9 @@ sys.path.insert(0, str(REPO_ROOT / "lab" / "simulator"))
 
 from tapio_sim import config  # noqa: E402
 from tapio_sim.cli import build_overrides, check, parser  # noqa: E402
-from tapio_sim.kube import container_env, pod_ready, pods_of, selector_matches  # noqa: E402
-from tapio_sim.sim import map_nats_url, pipeline_wants_nats  # noqa: E402
+from tapio_sim.kube import (  # noqa: E402
+    container_env, decoded, pod_ready, pods_of, referenced_secrets, selector_matches)
+from tapio_sim.sim import map_nats_url, nats_credentials, pipeline_wants_nats  # noqa: E402
 
 SERVERS = ["nats://127.0.0.1:4222", "nats://127.0.0.1:4223"]
 
@@ -191,3 +193,25 @@ def test_reconcile_starts_new_pods_concurrently_and_retries_failures(monkeypatch
     asyncio.run(simulator.reconcile({col: pods}))
     assert len(simulator.collectors) == 100 and "ubad" not in simulator.collectors
     assert 1 < running["peak"] <= sim_mod.START_CONCURRENCY
+
+
+def test_container_env_resolves_secret_key_refs_from_decoded_secrets() -> None:
+    spec = pod(env=[{"name": "NATS_USER", "valueFrom": {"secretKeyRef": {"name": "own", "key": "NATS_USER"}}},
+                    {"name": "NATS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "own", "key": "NATS_PASSWORD"}}},
+                    {"name": "OTHER", "valueFrom": {"secretKeyRef": {"name": "gone", "key": "x"}}}])
+    secret = {"data": {"NATS_USER": base64.b64encode(b"tapio-k8s-collector").decode(),
+                       "NATS_PASSWORD": base64.b64encode(b"pw").decode()}}
+    assert referenced_secrets(spec) == {"own", "gone"}
+    env = container_env(spec, "collector", {}, {"own": decoded(secret)})
+    assert (env["NATS_USER"], env["NATS_PASSWORD"], env["OTHER"]) == ("tapio-k8s-collector", "pw", "")
+
+
+def test_a_pod_connects_as_the_user_its_env_names_else_as_the_configured_one() -> None:
+    names = {"user": "NATS_USER", "password": "NATS_PASSWORD"}
+    configured = {"user": "tapio", "password": "admin"}
+    assert nats_credentials({"NATS_USER": "tapio-pipeline", "NATS_PASSWORD": "p"}, names, configured) == (
+        "tapio-pipeline", "p")
+    # A pod whose Secret did not resolve keeps its empty user: the server refuses it, as a
+    # real pod would fail to start, rather than it silently getting the admin user.
+    assert nats_credentials({"NATS_USER": ""}, names, configured) == ("", "")
+    assert nats_credentials({"LOG_LEVEL": "info"}, names, configured) == ("tapio", "admin")

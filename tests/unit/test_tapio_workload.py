@@ -273,3 +273,23 @@ def test_provenance_says_when_the_workload_was_created_again_since_the_record() 
 
 def test_a_record_without_provenance_is_said_to_be_from_an_earlier_toolkit() -> None:
     assert "no provenance kept" in twe.provenance_line(None, daemonset())
+
+
+def test_workload_env_points_the_shared_credentials_at_the_workloads_own_secret() -> None:
+    other = {"secretKeyRef": {"name": "user-api-token", "key": "TOKEN"}}
+    env = [{"name": "NATS_URL", "value": "nats://tapio-nats:4222"},
+           {"name": "NATS_PASSWORD", "valueFrom": SECRET},
+           {"name": "API_TOKEN", "valueFrom": other}]
+    before = copy.deepcopy(env)
+    own = twe.workload_env(env, "tapio-ebpf-collector", {"shared": "tapio-nats-auth", "prefix": "tapio-nats-auth-"})
+    assert own == [env[0],
+                   {"name": "NATS_PASSWORD", "valueFrom": {"secretKeyRef": {
+                       "name": "tapio-nats-auth-tapio-ebpf-collector", "key": "NATS_PASSWORD"}}},
+                   env[2]]
+    assert env == before  # the shared list is not modified in place
+
+
+@pytest.mark.parametrize("secrets", [None, {}, {"shared": "tapio-nats-auth", "prefix": ""}])
+def test_workload_env_without_a_prefix_keeps_the_shared_secret(secrets: object) -> None:
+    env = [{"name": "NATS_PASSWORD", "valueFrom": SECRET}]
+    assert twe.workload_env(env, "tapio-pipeline", secrets) == env

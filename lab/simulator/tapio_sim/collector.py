@@ -59,14 +59,13 @@ class SharedConnections:
         self.last_error = f"{type(exc).__name__}: {exc}"
         log.warning("shared NATS connection: %s", self.last_error)
 
-    async def get(self, servers: list[str]) -> Any:
-        key = tuple(servers)
+    async def get(self, servers: list[str], user: str | None, password: str | None) -> Any:
+        key = (*servers, user or "", password or "")
         async with self._lock:
             nc = self.conns.get(key)
             if nc is None or nc.is_closed:
-                ncfg = self.sim.cfg["nats"]
                 nc = self.conns[key] = await nats.connect(
-                    servers=list(servers), user=ncfg.get("user") or None, password=ncfg.get("password") or None,
+                    servers=list(servers), user=user, password=password,
                     name=f"sim-shared-{len(self.conns)}", max_reconnect_attempts=-1, reconnect_time_wait=0.5,
                     connect_timeout=5, pending_size=64 * 1024 * 1024, error_cb=self._on_error,
                     allow_reconnect=True)
@@ -82,11 +81,13 @@ class SharedConnections:
 
 
 class NatsPublisher:
-    def __init__(self, sim: Simulator, source: str, servers: list[str], name: str) -> None:
+    def __init__(self, sim: Simulator, source: str, servers: list[str], name: str,
+                 credentials: tuple[str | None, str | None] = (None, None)) -> None:
         ncfg = sim.cfg["nats"]
         self.sim = sim
         self.source = source
         self.servers = servers
+        self.user, self.password = credentials
         self.name = name
         self.window = int(ncfg["publish_window"])
         self.max_backlog = int(ncfg["max_backlog"])
@@ -109,12 +110,11 @@ class NatsPublisher:
         self.closing = False
 
     async def start(self) -> None:
-        ncfg = self.sim.cfg["nats"]
         if self.sim.shared_nats is not None:
-            self.nc, self.shared = await self.sim.shared_nats.get(self.servers), True
+            self.nc, self.shared = await self.sim.shared_nats.get(self.servers, self.user, self.password), True
         else:
             self.nc = await nats.connect(
-                servers=self.servers, user=ncfg.get("user") or None, password=ncfg.get("password") or None,
+                servers=self.servers, user=self.user, password=self.password,
                 name=self.name, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=5,
                 pending_size=8 * 1024 * 1024, error_cb=self._on_error, allow_reconnect=True)
         self.inbox = self.nc.new_inbox()
@@ -269,6 +269,7 @@ class CollectorInstance:
                 "stopping": self.stopping}
         if self.publisher:
             info.update(nats_servers=self.publisher.servers, in_cluster_nats_url=self.nats_url,
+                        nats_user=self.publisher.user,
                         pending=self.publisher.pending, inflight=len(self.publisher.inflight),
                         acked=self.publisher.acked, retries=self.publisher.retries,
                         last_error=self.publisher.last_error)
@@ -277,7 +278,8 @@ class CollectorInstance:
     async def start(self) -> None:
         if self.mode == "nats":
             servers = self.sim.map_nats_url(self.nats_url)
-            self.publisher = NatsPublisher(self.sim, self.source, servers, f"sim-{self.pod.name}")
+            self.publisher = NatsPublisher(self.sim, self.source, servers, f"sim-{self.pod.name}",
+                                           self.sim.nats_credentials(self.pod.env))
             await self.publisher.start()
         self.task = asyncio.create_task(self._run(), name=f"emit-{self.pod.name}")
         log.info("collector pod %s (%s) started in %s mode%s", self.pod.name, self.source, self.mode,

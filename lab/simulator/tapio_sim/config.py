@@ -43,6 +43,10 @@ DEFAULTS: dict[str, Any] = {
         "nats_value": "nats",
         "nats_url": "NATS_URL",
         "subject_prefix": "NATS_SUBJECT_PREFIX",
+        # A pod that sets these (literal or from its Secret) connects as that user;
+        # otherwise with nats.user / nats.password below.
+        "user": "NATS_USER",
+        "password": "NATS_PASSWORD",
     },
     "nats": {
         "servers": ["nats://127.0.0.1:4222", "nats://127.0.0.1:4223", "nats://127.0.0.1:4224"],

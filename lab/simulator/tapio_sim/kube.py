@@ -9,6 +9,7 @@ and are unit-tested.
 """
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import threading
@@ -59,12 +60,15 @@ def selector_matches(selector: dict[str, Any] | None, labels: dict[str, str] | N
 
 
 def container_env(pod: dict[str, Any], container: str,
-                  configmaps: dict[str, dict[str, str]] | None = None) -> dict[str, str] | None:
+                  configmaps: dict[str, dict[str, str]] | None = None,
+                  secrets: dict[str, dict[str, str]] | None = None) -> dict[str, str] | None:
     """The named container's environment as the kubelet would build it (literal values,
-    envFrom ConfigMaps, valueFrom configMapKeyRef and fieldRef spec.nodeName/metadata.name).
-    Secrets are not resolved (the simulator takes NATS credentials from its own config).
+    envFrom ConfigMaps, valueFrom configMapKeyRef, secretKeyRef (*secrets* holds decoded
+    values) and fieldRef spec.nodeName/metadata.name). A reference that does not resolve
+    gives "" (a real pod would not start; here its NATS connect is refused, which shows).
     None when the pod has no such container."""
     configmaps = configmaps or {}
+    secrets = secrets or {}
     spec = pod.get("spec") or {}
     for cont in spec.get("containers") or []:
         if cont.get("name") != container:
@@ -86,8 +90,11 @@ def container_env(pod: dict[str, Any], container: str,
             value_from = var.get("valueFrom") or {}
             cm_ref = value_from.get("configMapKeyRef")
             field_ref = value_from.get("fieldRef")
+            secret_ref = value_from.get("secretKeyRef")
             if cm_ref and cm_ref.get("key") in configmaps.get(cm_ref.get("name"), {}):
                 env[name] = configmaps[cm_ref["name"]][cm_ref["key"]]
+            elif secret_ref and secret_ref.get("key") in secrets.get(secret_ref.get("name"), {}):
+                env[name] = secrets[secret_ref["name"]][secret_ref["key"]]
             elif field_ref and field_ref.get("fieldPath") == "spec.nodeName":
                 env[name] = spec.get("nodeName", "")
             elif field_ref and field_ref.get("fieldPath") == "metadata.name":
@@ -111,14 +118,25 @@ def referenced_configmaps(pod: dict[str, Any]) -> set[str]:
     return names
 
 
+def referenced_secrets(pod: dict[str, Any]) -> set[str]:
+    return {ref["name"] for cont in (pod.get("spec") or {}).get("containers") or []
+            for var in cont.get("env") or []
+            for ref in [((var.get("valueFrom") or {}).get("secretKeyRef") or {})] if ref.get("name")}
+
+
+def decoded(secret: dict[str, Any]) -> dict[str, str]:
+    return {key: base64.b64decode(value).decode("utf-8", "replace") for key, value in (secret.get("data") or {}).items()}
+
+
 def pods_of(selector: dict[str, Any] | None, pods: list[dict[str, Any]], container: str,
-            configmaps: dict[str, dict[str, str]]) -> list[PodView]:
+            configmaps: dict[str, dict[str, str]],
+            secrets: dict[str, dict[str, str]] | None = None) -> list[PodView]:
     views = []
     for pod in pods:
         meta = pod.get("metadata") or {}
         if not selector_matches(selector, meta.get("labels")):
             continue
-        env = container_env(pod, container, configmaps)
+        env = container_env(pod, container, configmaps, secrets)
         if env is None:
             continue
         views.append(PodView(uid=meta.get("uid", meta.get("name", "")), name=meta.get("name", ""),
@@ -262,6 +280,14 @@ class KubeReader:
             for cm in self._raw(self.core.list_namespaced_config_map, namespace).get("items", []):
                 if cm["metadata"]["name"] in cm_names:
                     configmaps[cm["metadata"]["name"]] = cm.get("data") or {}
+        secret_names: set[str] = set()
+        for pod in pods:
+            secret_names |= referenced_secrets(pod)
+        secrets: dict[str, dict[str, str]] = {}
+        if secret_names:
+            for secret in self._raw(self.core.list_namespaced_secret, namespace).get("items", []):
+                if secret["metadata"]["name"] in secret_names:
+                    secrets[secret["metadata"]["name"]] = decoded(secret)
         result: dict[str, list[PodView]] = {}
         missing = []
         for key, kind, name, container in workloads:
@@ -270,5 +296,5 @@ class KubeReader:
                 missing.append(f"{kind}/{name}")
                 result[key] = []
                 continue
-            result[key] = pods_of((obj.get("spec") or {}).get("selector"), pods, container, configmaps)
+            result[key] = pods_of((obj.get("spec") or {}).get("selector"), pods, container, configmaps, secrets)
         return {"pods": result, "missing": missing}

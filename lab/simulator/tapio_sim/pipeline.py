@@ -27,10 +27,12 @@ log = logging.getLogger("tapio_sim.pipeline")
 
 
 class PipelineConsumer:
-    def __init__(self, sim: Simulator, pod: Any, servers: list[str]) -> None:
+    def __init__(self, sim: Simulator, pod: Any, servers: list[str],
+                 credentials: tuple[str | None, str | None]) -> None:
         self.sim = sim
         self.pod = pod
         self.servers = servers
+        self.user, self.password = credentials
         ncfg = sim.cfg["nats"]
         self.stream = ncfg["stream"]
         self.consumer = ncfg["consumer"]
@@ -55,7 +57,7 @@ class PipelineConsumer:
         self.handle_seconds = 0.0
 
     def describe(self) -> dict[str, Any]:
-        return {"pod": self.pod.name, "uid": self.pod.uid, "stream": self.stream, "consumer": self.consumer,
+        return {"pod": self.pod.name, "uid": self.pod.uid, "stream": self.stream, "consumer": self.consumer, "user": self.user,
                 "state": self.state, "received": self.received, "acked": self.acked, "naked": self.naked,
                 "last_error": self.last_error, "servers": self.servers, "started": self.started,
                 "fetches": self.fetches, "empty_fetches": self.empty_fetches,
@@ -67,9 +69,8 @@ class PipelineConsumer:
         self.task = asyncio.create_task(self._run(), name=f"pipeline-{self.pod.name}")
 
     async def _connect(self) -> None:
-        ncfg = self.sim.cfg["nats"]
         self.nc = await nats.connect(
-            servers=self.servers, user=ncfg.get("user") or None, password=ncfg.get("password") or None,
+            servers=self.servers, user=self.user, password=self.password,
             name=f"sim-{self.pod.name}", max_reconnect_attempts=-1, reconnect_time_wait=0.5,
             connect_timeout=5, error_cb=self._on_error)
 

@@ -23,6 +23,17 @@ LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 START_CONCURRENCY = 32
 
 
+def nats_credentials(env: dict[str, str], env_names: dict[str, Any],
+                     ncfg: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(user, password) for a pod: its env's when it sets the user variable at all (even to
+    "" from a Secret that does not resolve, so that such a pod's connect is refused as a real
+    one's would be), else the configured ones."""
+    user_env, password_env = env_names.get("user"), env_names.get("password")
+    if user_env and user_env in env:
+        return env[user_env], env.get(password_env or "", "")
+    return ncfg.get("user") or None, ncfg.get("password") or None
+
+
 def map_nats_url(url: str, url_map: dict[str, Any], servers: list[str]) -> list[str]:
     """An in-cluster NATS_URL (one or a comma-separated list) -> loopback servers to dial."""
     url = (url or "").strip()
@@ -68,6 +79,11 @@ class Simulator:
     def direct_available(self) -> bool:
         return self.ready_pipeline > 0
 
+    def nats_credentials(self, env: dict[str, str]) -> tuple[str | None, str | None]:
+        """The user a pod connects as: the one its env names (a workload's own NATS user
+        from its Secret), else the simulator's configured user."""
+        return nats_credentials(env, self.cfg["env"], self.cfg["nats"])
+
     def map_nats_url(self, url: str) -> list[str]:
         ncfg = self.cfg["nats"]
         return map_nats_url(url, ncfg.get("url_map") or {}, ncfg["servers"])
@@ -106,7 +122,8 @@ class Simulator:
         for uid, pod in want_consumers.items():
             if uid not in self.consumers:
                 servers = self.map_nats_url(pod.env.get(self.cfg["env"]["nats_url"], ""))
-                consumer = self.consumers[uid] = PipelineConsumer(self, pod, servers)
+                consumer = self.consumers[uid] = PipelineConsumer(self, pod, servers,
+                                                                  self.nats_credentials(pod.env))
                 await consumer.start()
 
         wanted: dict[str, tuple[dict[str, Any], PodView]] = {}

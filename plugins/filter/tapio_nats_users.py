@@ -1,0 +1,107 @@
+# -*- coding: utf-8 -*-
+# Copyright: Tapio NATS migration toolkit contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""The NATS users of a Tapio installation and what each may do (nats.conf ``authorization``).
+
+With ``tapio_nats_component_users`` every component gets its own user, named after its
+workload, with only the subjects it needs:
+
+- the toolkit (``tapio_nats_user``): everything (it creates streams and consumers);
+- each collector: publish to its own subject prefix (``<prefix>`` and ``<prefix>.>``) and
+  receive replies (``_INBOX.>``, where JetStream sends the publish acknowledgement); it
+  cannot publish another collector's subjects, call the JetStream API (no stream delete,
+  purge or consumer create) or read any stream;
+- the pipeline: read its durable consumer (``$JS.API.CONSUMER.INFO`` and
+  ``$JS.API.CONSUMER.MSG.NEXT`` for that stream and consumer only), acknowledge its messages
+  (``$JS.ACK.<stream>.<consumer>.>``) and receive replies; it cannot publish events.
+
+A filter, not a module: the same list is rendered into the nats_cluster role's nats.conf and
+into the lab's loopback servers' configuration, so the permissions the lab enforces are the
+ones the toolkit ships (tests/unit/test_nats_users_filter.py,
+tests/integration/test_nats_component_users.py).
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Optional
+
+from ansible.errors import AnsibleFilterError
+
+SUBJECT_PREFIX = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+# Stream and consumer names: no whitespace, '.', '*', '>' or path separators (nats-server's rule).
+JETSTREAM_NAME = re.compile(r"^[^\s.*>/\\]+$")
+REPLIES = "_INBOX.>"
+
+
+def component_password_env(name: str) -> str:
+    """The nats-server pod's env var holding a component's password: ``tapio-k8s-collector``
+    -> ``NATS_PASSWORD_TAPIO_K8S_COLLECTOR`` (nats.conf reads ``$NAME``)."""
+    return "NATS_PASSWORD_" + re.sub(r"[^A-Z0-9]", "_", str(name).upper())
+
+
+def collector_permissions(subject_prefix: str) -> dict[str, Any]:
+    return {"publish": {"allow": [subject_prefix, f"{subject_prefix}.>"]},
+            "subscribe": {"allow": [REPLIES]}}
+
+
+def pipeline_permissions(stream: str, consumer: str) -> dict[str, Any]:
+    return {"publish": {"allow": [f"$JS.API.CONSUMER.INFO.{stream}.{consumer}",
+                                  f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}",
+                                  f"$JS.ACK.{stream}.{consumer}.>"]},
+            "subscribe": {"allow": [REPLIES]}}
+
+
+def _problems(admin: dict[str, Any], pipeline: dict[str, Any], collectors: list[dict[str, Any]],
+              stream: str, consumer: str, passwords: Optional[dict[str, Any]]) -> list[str]:
+    problems = []
+    if not admin.get("user"):
+        problems.append("the toolkit's user (tapio_nats_user) is empty")
+    names = [str(c.get("name") or "") for c in collectors] + [str(pipeline.get("name") or "")]
+    if "" in names:
+        problems.append("every collector and the pipeline need a name")
+    duplicates = sorted({n for n in names if names.count(n) > 1} | ({admin.get("user")} & set(names)))
+    if duplicates:
+        problems.append(f"user names must be unique (the toolkit's user and each workload name): {', '.join(duplicates)}")
+    bad = [f"{c.get('name')}: {c['subject_prefix']!r}" if c.get("subject_prefix") else f"{c.get('name')}: none set"
+           for c in collectors
+           if not SUBJECT_PREFIX.match(str(c.get("subject_prefix") or ""))]
+    if bad:
+        problems.append(f"subject prefixes must be NATS subject tokens (a.b.c, no wildcards): {'; '.join(bad)}")
+    for what, value in (("stream", stream), ("consumer", consumer)):
+        if not JETSTREAM_NAME.match(str(value or "")):
+            problems.append(f"the {what} name {value!r} is not a JetStream name")
+    if passwords is not None:
+        missing = [n for n in names if n and not passwords.get(n)]
+        if missing:
+            problems.append(f"no password for {', '.join(missing)} (tapio_nats_component_passwords)")
+    return problems
+
+
+def tapio_nats_users(admin: dict[str, Any], pipeline: dict[str, Any], collectors: list[dict[str, Any]],
+                     stream: str, consumer: str, passwords: Optional[dict[str, Any]] = None) -> list[dict[str, Any]]:
+    """The ``users`` of nats.conf's ``authorization`` block.
+
+    *admin* is ``{user, password}`` or ``{user, password_env}`` and keeps every permission.
+    Each component's password is ``passwords[name]`` when *passwords* is given (the lab
+    writes them into its own config), else read by nats-server from
+    ``$NATS_PASSWORD_<NAME>`` (the pods' env, from the component's Secret)."""
+    problems = _problems(admin, pipeline, collectors, stream, consumer, passwords)
+    if problems:
+        raise AnsibleFilterError("tapio_nats_users: " + "; ".join(problems))
+
+    def secret(name: str) -> dict[str, str]:
+        if passwords is not None:
+            return {"password": str(passwords[name])}
+        return {"password_env": component_password_env(name)}
+
+    users = [{key: admin[key] for key in ("user", "password", "password_env") if admin.get(key)}]
+    users.append({"user": pipeline["name"], **secret(pipeline["name"]),
+                  "permissions": pipeline_permissions(stream, consumer)})
+    users.extend({"user": c["name"], **secret(c["name"]), "permissions": collector_permissions(c["subject_prefix"])}
+                 for c in collectors)
+    return users
+
+
+class FilterModule:
+    def filters(self) -> dict[str, Any]:
+        return {"tapio_nats_users": tapio_nats_users, "tapio_nats_password_env": component_password_env}
