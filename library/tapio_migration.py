@@ -179,6 +179,12 @@ options:
     description: C(preflight) - C({name, keys}) of the credentials Secret to require; empty name skips.
     type: dict
     default: {}
+  ca_secret:
+    description:
+      - C(preflight) - C({name, key}) of the Secret holding the CA the pods trust for TLS to NATS
+        (the workloads' C(NATS_CA) env reads it by secretKeyRef); empty name skips.
+    type: dict
+    default: {}
   nats_install:
     description: C(preflight) - C({enabled, namespace, name}) of the NATS StatefulSet this run installs.
     type: dict
@@ -373,6 +379,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "full_rollback": {"type": "bool", "default": False},
     "permissions": {"type": "list", "elements": "dict", "default": []},
     "secret": {"type": "dict", "default": {}},
+    "ca_secret": {"type": "dict", "default": {}},
     "nats_install": {"type": "dict", "default": {}},
     "fail_on_unsafe_strategy": {"type": "bool", "default": True},
     "probe": {"type": "dict", "default": {}},

@@ -398,6 +398,16 @@ class Engine:
             raise EngineError(f"{'; '.join(problems)}: each must exist with keys {', '.join(keys)} "
                               "(the pods read the NATS credentials from it by secretKeyRef).")
 
+    def require_ca_secret(self, ca_secret: dict[str, Any]) -> None:
+        """The Secret the pods read the NATS CA from must exist with its key: a pod whose
+        secretKeyRef does not resolve never starts."""
+        name, key = ca_secret["name"], ca_secret.get("key") or "ca.crt"
+        found = self.kube.get("Secret", self.namespace, name)
+        if found is None or key not in (found.get("data") or {}):
+            state = "not found" if found is None else f"has no key {key}"
+            raise EngineError(f"Secret {self.namespace}/{name} {state}: the pods read the CA of NATS's TLS "
+                              f"certificate from it (tapio_nats_ca_secret, tapio_nats_ca_key).")
+
     # == phases =============================================================================
     def preflight(self) -> dict[str, Any]:
         """The pre-migration checklist; every problem is found before anything changes."""
@@ -406,7 +416,8 @@ class Engine:
             raise EngineError(f"Namespace {self.namespace} not found (tapio_namespace).")
         secret = self.p["secret"] or {}
         permissions = list(self.p["permissions"])
-        if secret.get("name"):
+        ca_secret = self.p.get("ca_secret") or {}
+        if secret.get("name") or ca_secret.get("name"):
             permissions.append({"group": "", "resource": "secrets", "verbs": ["get"], "namespace": self.namespace})
         needed = needed_permissions(permissions, self.namespace)
         answers = self.kube.allowed([access_review(n) for n in needed])
@@ -437,6 +448,8 @@ class Engine:
             warnings.append(problem)
         if secret.get("name"):
             self.require_secrets(secret, targets)
+        if ca_secret.get("name"):
+            self.require_ca_secret(ca_secret)
         install = self.p["nats_install"] or {}
         deferred = False
         if install.get("enabled"):

@@ -20,3 +20,15 @@ def load_module_utils(name: str) -> ModuleType:
     sys.modules[qualified] = module
     spec.loader.exec_module(module)
     return module
+
+
+
+def load_file(name: str, path: Path) -> ModuleType:
+    """A Python file (a library/ module, an action plugin) as module *name*."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+

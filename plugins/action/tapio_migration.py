@@ -45,7 +45,7 @@ MODULE_UTILS_DIR = REPO_ROOT / "module_utils"
 PROJECT_MODULE_UTILS = (
     "tapio_nats_config", "tapio_nats", "tapio_nats_probe", "tapio_nats_health", "tapio_kube",
     "tapio_kube_forward", "tapio_nats_session", "tapio_workload", "tapio_stream_health", "tapio_lease",
-    "tapio_engine", "tapio_timeline", "tapio_apply",
+    "tapio_engine", "tapio_timeline", "tapio_apply", "tapio_tls",
 )
 
 

@@ -385,7 +385,7 @@ def test_nats_conf_with_tls_and_without_jetstream_is_accepted_by_nats_server(tmp
                    check=True, capture_output=True)
     variants = {
         "tls": {"nats_cluster_tls_enabled": True, "nats_cluster_tls_verify": True,
-                "nats_cluster_tls_mount_path": str(certs)},
+                "nats_cluster_route_tls_enabled": True, "nats_cluster_tls_mount_path": str(certs)},
         "core": {"nats_cluster_jetstream_enabled": False, "nats_cluster_auth_enabled": False},
     }
     for name, settings in variants.items():
@@ -403,6 +403,9 @@ def test_nats_conf_with_tls_and_without_jetstream_is_accepted_by_nats_server(tmp
         text = dest.read_text()
         if name == "tls":
             assert f'ca_file: "{certs}/ca.crt"' in text and "verify: true" in text
+            # Routes over mutual TLS: a tls block inside the cluster block.
+            cluster = re.search(r"^cluster \{.*?^\}$", text, re.M | re.S).group(0)
+            assert f'cert_file: "{certs}/tls.crt"' in cluster and "verify: true" in cluster, cluster
         else:
             assert "jetstream {" not in text and "authorization {" not in text
 

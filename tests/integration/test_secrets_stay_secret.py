@@ -1,5 +1,6 @@
 """Secrets stay secret: migrate.yml and rollback.yml at -vvv --diff, then every place a secret
-could land is scanned for the NATS password (plain and base64): the runs' output, every file
+could land is scanned for every NATS password (the toolkit's, each workload's own user's and
+the routes'; plain and base64): the runs' output, every file
 they wrote (records, report, timeline), the state ConfigMap, and every annotation and label of
 every object in the namespace (a client-side apply's last-applied-configuration would hold a
 Secret's stringData). The Secret's own data is the one place it belongs.
@@ -7,14 +8,17 @@ Secret's stringData). The Secret's own data is the one place it belongs.
 from __future__ import annotations
 
 import base64
+import json
 from typing import Iterator
 
 import pytest
+import yaml
 
-from conftest import KubeLab, NatsLab
+from conftest import REPO_ROOT, KubeLab, NatsLab
 from migration_lab import MigrationLab, make_lab
 
 pytestmark = pytest.mark.integration
+LAB_NATS_VARS = REPO_ROOT / "inventories/lab/group_vars/all/nats.yml"
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +29,10 @@ def lab(kube_lab: KubeLab, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 def forms(secret: str) -> list[str]:
-    """The password as it could leak: plain, base64 (a Secret's data), and URL-embedded."""
-    return [secret, base64.b64encode(secret.encode()).decode(), f":{secret}@"]
+    """The password as it could leak: plain, base64 (a Secret's data, also quoted for
+    nats.conf), and URL-embedded."""
+    return [secret, base64.b64encode(secret.encode()).decode(), base64.b64encode(json.dumps(secret).encode()).decode(),
+            f":{secret}@"]
 
 
 def places(lab: MigrationLab, outputs: dict[str, str]) -> dict[str, str]:
@@ -58,13 +64,20 @@ def places(lab: MigrationLab, outputs: dict[str, str]) -> dict[str, str]:
 
 def test_no_password_in_output_artifacts_records_or_annotations(lab: MigrationLab, nats_lab: NatsLab) -> None:
     verbose = ("-vvv", "--diff")
-    migrated = lab.playbook("migrate.yml", extra={"tapio_nats_install": True}, args=verbose)
+    # With a user per workload and route authentication: every password the install writes.
+    install = {"tapio_nats_install": True, "tapio_nats_component_users": True}
+    migrated = lab.playbook("migrate.yml", extra=install, args=verbose)
     assert migrated.rc == 0, migrated.explain()
-    # The install wrote the Secret (its data is where the password belongs).
-    secret = lab.core.read_namespaced_secret("tapio-nats-auth", lab.namespace)
-    assert base64.b64decode(secret.data["NATS_PASSWORD"]).decode() == nats_lab.password
-    restored = lab.playbook("rollback.yml", extra={"tapio_nats_install": True, "tapio_rollback_mode": "restore"},
-                            args=verbose)
+    # The install wrote the Secrets (their data is where the passwords belong).
+    def secret_value(name: str, key: str) -> str:
+        return base64.b64decode(lab.core.read_namespaced_secret(name, lab.namespace).data[key]).decode()
+
+    assert secret_value("tapio-nats-auth", "NATS_PASSWORD") == nats_lab.password
+    passwords = {"the NATS password": nats_lab.password, "the routes' password": secret_value("tapio-nats-routes", "password")}
+    for name, password in yaml.safe_load(LAB_NATS_VARS.read_text())["tapio_nats_component_passwords"].items():
+        assert secret_value(f"tapio-nats-auth-{name}", "NATS_PASSWORD") == password
+        passwords[f"{name}'s password"] = password
+    restored = lab.playbook("rollback.yml", extra={**install, "tapio_rollback_mode": "restore"}, args=verbose)
     assert restored.rc == 0, restored.explain()
     # -vvv really is verbose: module arguments are shown (masked), so the scan means something.
     assert "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER" in migrated.stdout or "********" in migrated.stdout, \
@@ -73,9 +86,9 @@ def test_no_password_in_output_artifacts_records_or_annotations(lab: MigrationLa
     texts = places(lab, {"migrate.yml -vvv --diff output": migrated.stdout + migrated.stderr,
                          "rollback.yml -vvv --diff output": restored.stdout + restored.stderr})
     assert any(where.startswith("file ") for where in texts) and any("state ConfigMap" in w for w in texts)
-    leaks = [f"{where}: {form!r}" for where, text in texts.items() for form in forms(nats_lab.password)
-             if form in text]
-    assert not leaks, "the NATS password leaked into:\n" + "\n".join(leaks)
+    leaks = [f"{what} in {where}: {form!r}" for what, password in passwords.items() for form in forms(password)
+             for where, text in texts.items() if form in text]
+    assert not leaks, "NATS passwords leaked:\n" + "\n".join(leaks)
 
 
 def test_credentials_in_a_nats_url_are_refused_before_anything_runs(lab: MigrationLab, nats_lab: NatsLab) -> None:

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from conftest import REPO_ROOT
+from module_utils_loader import load_module_utils
 
 sys.path.insert(0, str(REPO_ROOT / "lab" / "simulator"))
 
@@ -14,7 +15,8 @@ from tapio_sim import config  # noqa: E402
 from tapio_sim.cli import build_overrides, check, parser  # noqa: E402
 from tapio_sim.kube import (  # noqa: E402
     container_env, decoded, pod_ready, pods_of, referenced_secrets, selector_matches)
-from tapio_sim.sim import map_nats_url, nats_credentials, pipeline_wants_nats  # noqa: E402
+from tapio_sim.sim import map_nats_url, nats_ca, nats_credentials, pipeline_wants_nats  # noqa: E402
+from tapio_sim.tls import tls_context  # noqa: E402
 
 SERVERS = ["nats://127.0.0.1:4222", "nats://127.0.0.1:4223"]
 
@@ -215,3 +217,15 @@ def test_a_pod_connects_as_the_user_its_env_names_else_as_the_configured_one() -
     # real pod would fail to start, rather than it silently getting the admin user.
     assert nats_credentials({"NATS_USER": ""}, names, configured) == ("", "")
     assert nats_credentials({"LOG_LEVEL": "info"}, names, configured) == ("tapio", "admin")
+
+
+def test_a_pod_trusts_the_ca_its_env_carries_and_nothing_without_it() -> None:
+    tapio_tls = load_module_utils("tapio_tls")  # the toolkit's own CA generator
+    names = {"ca": "NATS_CA"}
+    pem = tapio_tls.cert_pem(tapio_tls.generate_ca("sim-test-ca", 1).cert).decode()
+    assert nats_ca({"NATS_CA": pem}, names) == pem
+    assert nats_ca({"NATS_CA": ""}, names) is None and nats_ca({}, names) is None and nats_ca({"NATS_CA": pem}, {}) is None
+    context = tls_context(pem)
+    assert context is not None and context.check_hostname
+    assert [c["subject"] for c in context.get_ca_certs()] == [((("commonName", "sim-test-ca"),),)]
+    assert tls_context(None) is None

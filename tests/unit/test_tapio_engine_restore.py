@@ -283,3 +283,17 @@ def test_a_resumed_restore_whose_rollout_is_stuck_keeps_the_record(tmp_path: Pat
         run.rollback()
     assert api.patches == []
     assert "deployment.tapio-pipeline.json" in api.objects[("ConfigMap", "tapio-migration-state")]["data"]
+
+
+# -- preflight: the Secret the pods read NATS's CA from ----------------------------------------
+def test_the_ca_secret_must_exist_with_its_key(tmp_path: Path) -> None:
+    def secret(data: dict[str, str]) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "tapio-nats-ca", "namespace": "tapio"},
+                "data": data}
+
+    ca = {"name": "tapio-nats-ca", "key": "ca.crt"}
+    make_engine(FakeApi(secret({"ca.crt": "LS0t"})), tmp_path, [], FakeClock()).require_ca_secret(ca)
+    with pytest.raises(engine.EngineError, match=r"Secret tapio/tapio-nats-ca not found: the pods read the CA"):
+        make_engine(FakeApi(), tmp_path, [], FakeClock()).require_ca_secret(ca)
+    with pytest.raises(engine.EngineError, match=r"Secret tapio/tapio-nats-ca has no key ca.crt"):
+        make_engine(FakeApi(secret({"tls.crt": "LS0t"})), tmp_path, [], FakeClock()).require_ca_secret(ca)

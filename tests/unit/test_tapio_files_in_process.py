@@ -3,26 +3,19 @@ plugin runs every module: ``main()`` inside the calling process
 (plugins/action/tapio_migration.py, run_module_in_process), so the runner is tested too."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
+from module_utils_loader import load_file as load
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 action = load("tapio_test_action_plugin", REPO_ROOT / "plugins" / "action" / "tapio_migration.py")

@@ -24,6 +24,7 @@ import nats
 from nats.errors import ConnectionClosedError, OutboundBufferLimitError
 
 from tapio_sim.events import build_subject, encode, make_event
+from tapio_sim.tls import tls_context
 
 if TYPE_CHECKING:
     from tapio_sim.sim import Simulator
@@ -59,13 +60,14 @@ class SharedConnections:
         self.last_error = f"{type(exc).__name__}: {exc}"
         log.warning("shared NATS connection: %s", self.last_error)
 
-    async def get(self, servers: list[str], user: str | None, password: str | None) -> Any:
-        key = (*servers, user or "", password or "")
+    async def get(self, servers: list[str], user: str | None, password: str | None,
+                  ca_pem: str | None = None) -> Any:
+        key = (*servers, user or "", password or "", ca_pem or "")
         async with self._lock:
             nc = self.conns.get(key)
             if nc is None or nc.is_closed:
                 nc = self.conns[key] = await nats.connect(
-                    servers=list(servers), user=user, password=password,
+                    servers=list(servers), user=user, password=password, tls=tls_context(ca_pem),
                     name=f"sim-shared-{len(self.conns)}", max_reconnect_attempts=-1, reconnect_time_wait=0.5,
                     connect_timeout=5, pending_size=64 * 1024 * 1024, error_cb=self._on_error,
                     allow_reconnect=True)
@@ -82,8 +84,9 @@ class SharedConnections:
 
 class NatsPublisher:
     def __init__(self, sim: Simulator, source: str, servers: list[str], name: str,
-                 credentials: tuple[str | None, str | None] = (None, None)) -> None:
+                 credentials: tuple[str | None, str | None] = (None, None), ca_pem: str | None = None) -> None:
         ncfg = sim.cfg["nats"]
+        self.ca_pem = ca_pem
         self.sim = sim
         self.source = source
         self.servers = servers
@@ -111,10 +114,11 @@ class NatsPublisher:
 
     async def start(self) -> None:
         if self.sim.shared_nats is not None:
-            self.nc, self.shared = await self.sim.shared_nats.get(self.servers, self.user, self.password), True
+            self.nc, self.shared = await self.sim.shared_nats.get(self.servers, self.user, self.password,
+                                                                  self.ca_pem), True
         else:
             self.nc = await nats.connect(
-                servers=self.servers, user=self.user, password=self.password,
+                servers=self.servers, user=self.user, password=self.password, tls=tls_context(self.ca_pem),
                 name=self.name, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=5,
                 pending_size=8 * 1024 * 1024, error_cb=self._on_error, allow_reconnect=True)
         self.inbox = self.nc.new_inbox()
@@ -279,7 +283,7 @@ class CollectorInstance:
         if self.mode == "nats":
             servers = self.sim.map_nats_url(self.nats_url)
             self.publisher = NatsPublisher(self.sim, self.source, servers, f"sim-{self.pod.name}",
-                                           self.sim.nats_credentials(self.pod.env))
+                                           self.sim.nats_credentials(self.pod.env), self.sim.nats_ca(self.pod.env))
             await self.publisher.start()
         self.task = asyncio.create_task(self._run(), name=f"emit-{self.pod.name}")
         log.info("collector pod %s (%s) started in %s mode%s", self.pod.name, self.source, self.mode,

@@ -47,6 +47,8 @@ DEFAULTS: dict[str, Any] = {
         # otherwise with nats.user / nats.password below.
         "user": "NATS_USER",
         "password": "NATS_PASSWORD",
+        # A pod that sets this (PEM, from a Secret) connects over TLS trusting only that CA.
+        "ca": "NATS_CA",
     },
     "nats": {
         "servers": ["nats://127.0.0.1:4222", "nats://127.0.0.1:4223", "nats://127.0.0.1:4224"],

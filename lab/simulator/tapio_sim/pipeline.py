@@ -19,6 +19,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import NotFoundError
 
 from tapio_sim.events import decode
+from tapio_sim.tls import tls_context
 
 if TYPE_CHECKING:
     from tapio_sim.sim import Simulator
@@ -28,8 +29,9 @@ log = logging.getLogger("tapio_sim.pipeline")
 
 class PipelineConsumer:
     def __init__(self, sim: Simulator, pod: Any, servers: list[str],
-                 credentials: tuple[str | None, str | None]) -> None:
+                 credentials: tuple[str | None, str | None], ca_pem: str | None = None) -> None:
         self.sim = sim
+        self.ca_pem = ca_pem
         self.pod = pod
         self.servers = servers
         self.user, self.password = credentials
@@ -70,7 +72,7 @@ class PipelineConsumer:
 
     async def _connect(self) -> None:
         self.nc = await nats.connect(
-            servers=self.servers, user=self.user, password=self.password,
+            servers=self.servers, user=self.user, password=self.password, tls=tls_context(self.ca_pem),
             name=f"sim-{self.pod.name}", max_reconnect_attempts=-1, reconnect_time_wait=0.5,
             connect_timeout=5, error_cb=self._on_error)
 

@@ -34,6 +34,12 @@ def nats_credentials(env: dict[str, str], env_names: dict[str, Any],
     return ncfg.get("user") or None, ncfg.get("password") or None
 
 
+def nats_ca(env: dict[str, str], env_names: dict[str, Any]) -> str | None:
+    """The CA (PEM) a pod trusts for TLS to NATS: its env's (from a Secret), else none."""
+    ca_env = env_names.get("ca")
+    return (env.get(ca_env) or None) if ca_env else None
+
+
 def map_nats_url(url: str, url_map: dict[str, Any], servers: list[str]) -> list[str]:
     """An in-cluster NATS_URL (one or a comma-separated list) -> loopback servers to dial."""
     url = (url or "").strip()
@@ -84,6 +90,9 @@ class Simulator:
         from its Secret), else the simulator's configured user."""
         return nats_credentials(env, self.cfg["env"], self.cfg["nats"])
 
+    def nats_ca(self, env: dict[str, str]) -> str | None:
+        return nats_ca(env, self.cfg["env"])
+
     def map_nats_url(self, url: str) -> list[str]:
         ncfg = self.cfg["nats"]
         return map_nats_url(url, ncfg.get("url_map") or {}, ncfg["servers"])
@@ -123,7 +132,8 @@ class Simulator:
             if uid not in self.consumers:
                 servers = self.map_nats_url(pod.env.get(self.cfg["env"]["nats_url"], ""))
                 consumer = self.consumers[uid] = PipelineConsumer(self, pod, servers,
-                                                                  self.nats_credentials(pod.env))
+                                                                  self.nats_credentials(pod.env),
+                                                                  self.nats_ca(pod.env))
                 await consumer.start()
 
         wanted: dict[str, tuple[dict[str, Any], PodView]] = {}
