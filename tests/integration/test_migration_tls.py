@@ -35,7 +35,8 @@ from token_nats import free_port
 
 pytestmark = pytest.mark.integration
 
-CLIENT_BASE, CLUSTER_BASE, MONITOR_BASE = 34222 + PORT_OFFSET, 36222 + PORT_OFFSET, 38222 + PORT_OFFSET
+# Below Linux's ephemeral range (32768-60999), where a client's outgoing port could take one.
+CLIENT_BASE, CLUSTER_BASE, MONITOR_BASE = 25222 + PORT_OFFSET, 27222 + PORT_OFFSET, 29222 + PORT_OFFSET
 LAB_NATS = yaml.safe_load((REPO_ROOT / "inventories/lab/group_vars/all/nats.yml").read_text())
 PASSWORDS: dict[str, str] = LAB_NATS["tapio_nats_component_passwords"]
 SECRET_PREFIX = "tapio-nats-auth-"  # the default: <tapio_nats_credentials_secret>-
