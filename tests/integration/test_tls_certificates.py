@@ -178,3 +178,30 @@ def test_a_client_trusting_another_ca_refuses_the_server(tls_server: TlsServer) 
     context = client_context(files.other_ca, files.client_cert, files.client_key)
     with pytest.raises(ssl.SSLCertVerificationError):
         asyncio.run(request_reply(tls_server, context))
+
+
+async def toolkit_round_trip(server: TlsServer, **tls_options: Any) -> bytes:
+    """A request/reply over the toolkit's own NATS connection (module_utils/tapio_nats, which
+    every nats_* module and the engine connect through) with the given TLS options."""
+    nats_lib = load_module_utils("tapio_nats")
+    params = {"servers": [server.url], "connect_timeout": 5.0, **tls_options}
+    nc = await nats_lib.open_connection(params)
+    try:
+        async def echo(msg: Any) -> None:
+            await msg.respond(b"pong:" + msg.data)
+
+        await nc.subscribe("tls.test.toolkit", cb=echo)
+        return (await nc.request("tls.test.toolkit", b"ping", timeout=5)).data
+    finally:
+        await nc.close()
+
+
+def test_the_toolkit_connects_with_its_client_certificate_and_not_without(tls_server: TlsServer) -> None:
+    files = tls_server.files
+    assert asyncio.run(toolkit_round_trip(tls_server, tls_ca_cert=str(files.ca), tls_client_cert=str(files.client_cert),
+                                          tls_client_key=str(files.client_key))) == b"pong:ping"
+    since = log_size(tls_server)
+    nats_lib = load_module_utils("tapio_nats")
+    with pytest.raises(nats_lib.NatsModuleError, match=r"cannot connect|127\.0\.0\.1"):
+        asyncio.run(toolkit_round_trip(tls_server, tls_ca_cert=str(files.ca)))
+    assert server_logged(tls_server, since, "client didn't provide a certificate")
