@@ -380,33 +380,31 @@ class Engine:
 
         self.nats.call(delete, f"delete consumer {name}")
 
+    def secret_problems(self, name: str, keys: list[str]) -> list[str]:
+        """What keeps a pod's secretKeyRef to Secret *name* from resolving: absent, or keys missing."""
+        found = self.kube.get("Secret", self.namespace, name)
+        if found is None:
+            return [f"Secret {self.namespace}/{name} not found"]
+        absent = [k for k in keys if k not in (found.get("data") or {})]
+        return [f"Secret {self.namespace}/{name} has no key {', '.join(absent)}"] if absent else []
+
     def require_secrets(self, secret: dict[str, Any], targets: list[Target]) -> None:
         """The credentials Secret the pods will read, or with per-workload users
         (O(workload_secrets)) each workload's own, must exist with every key."""
         prefix = (self.p["workload_secrets"] or {}).get("prefix")
         names = [f"{prefix}{t.name}" for t in targets] if prefix else [secret["name"]]
         keys = secret.get("keys") or []
-        problems = []
-        for name in names:
-            found = self.kube.get("Secret", self.namespace, name)
-            absent = [k for k in keys if k not in ((found or {}).get("data") or {})]
-            if found is None:
-                problems.append(f"Secret {self.namespace}/{name} not found")
-            elif absent:
-                problems.append(f"Secret {self.namespace}/{name} has no key {', '.join(absent)}")
+        problems = [problem for name in names for problem in self.secret_problems(name, keys)]
         if problems:
             raise EngineError(f"{'; '.join(problems)}: each must exist with keys {', '.join(keys)} "
                               "(the pods read the NATS credentials from it by secretKeyRef).")
 
     def require_ca_secret(self, ca_secret: dict[str, Any]) -> None:
-        """The Secret the pods read the NATS CA from must exist with its key: a pod whose
-        secretKeyRef does not resolve never starts."""
-        name, key = ca_secret["name"], ca_secret.get("key") or "ca.crt"
-        found = self.kube.get("Secret", self.namespace, name)
-        if found is None or key not in (found.get("data") or {}):
-            state = "not found" if found is None else f"has no key {key}"
-            raise EngineError(f"Secret {self.namespace}/{name} {state}: the pods read the CA of NATS's TLS "
-                              f"certificate from it (tapio_nats_ca_secret, tapio_nats_ca_key).")
+        """The Secret the pods read the NATS CA from must exist with its key."""
+        problems = self.secret_problems(ca_secret["name"], [ca_secret.get("key") or "ca.crt"])
+        if problems:
+            raise EngineError(f"{problems[0]}: the pods read the CA of NATS's TLS certificate from it "
+                              "(tapio_nats_ca_secret, tapio_nats_ca_key).")
 
     # == phases =============================================================================
     def preflight(self) -> dict[str, Any]:

@@ -297,3 +297,17 @@ def test_the_ca_secret_must_exist_with_its_key(tmp_path: Path) -> None:
         make_engine(FakeApi(), tmp_path, [], FakeClock()).require_ca_secret(ca)
     with pytest.raises(engine.EngineError, match=r"Secret tapio/tapio-nats-ca has no key ca.crt"):
         make_engine(FakeApi(secret({"tls.crt": "LS0t"})), tmp_path, [], FakeClock()).require_ca_secret(ca)
+
+
+def test_each_workload_secret_must_exist_with_both_keys(tmp_path: Path) -> None:
+    def secret(name: str, data: dict[str, str]) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "tapio"}, "data": data}
+
+    api = FakeApi(secret("auth-tapio-pipeline", {"NATS_USER": "eA==", "NATS_PASSWORD": "eA=="}),
+                  secret("auth-tapio-k8s-collector", {"NATS_USER": "eA=="}))
+    run = make_engine(api, tmp_path, ["tapio-k8s-collector", "tapio-ebpf-collector"], FakeClock())
+    run.p["workload_secrets"] = {"shared": "auth", "prefix": "auth-"}
+    with pytest.raises(engine.EngineError) as refused:
+        run.require_secrets({"name": "auth", "keys": ["NATS_USER", "NATS_PASSWORD"]}, [run.pipeline, *run.collectors])
+    assert str(refused.value).startswith("Secret tapio/auth-tapio-k8s-collector has no key NATS_PASSWORD; "
+                                         "Secret tapio/auth-tapio-ebpf-collector not found: each must exist")

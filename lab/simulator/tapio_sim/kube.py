@@ -256,6 +256,18 @@ class KubeReader:
                 log.warning("pod watch in %s failed (%s); listing again in 1 s", namespace, cache.last_error)
                 self._stop.wait(1.0)
 
+    def _referenced(self, lister: Any, namespace: str, pods: list[dict[str, Any]],
+                    referenced: Any) -> dict[str, dict[str, Any]]:
+        """The objects *lister* lists that some pod references (by *referenced*), by name; one
+        list call, none when no pod references any."""
+        names: set[str] = set()
+        for pod in pods:
+            names |= referenced(pod)
+        if not names:
+            return {}
+        return {obj["metadata"]["name"]: obj for obj in self._raw(lister, namespace).get("items", [])
+                if obj["metadata"]["name"] in names}
+
     @staticmethod
     def _raw(method: Any, namespace: str) -> dict[str, Any]:
         resp = method(namespace, _preload_content=False, _request_timeout=10)
@@ -272,22 +284,10 @@ class KubeReader:
         if not cache.synced.wait(self.SYNC_TIMEOUT):
             raise TimeoutError(f"no pod list of namespace {namespace} yet ({cache.last_error or 'waiting'})")
         pods = cache.items()
-        cm_names: set[str] = set()
-        for pod in pods:
-            cm_names |= referenced_configmaps(pod)
-        configmaps: dict[str, dict[str, str]] = {}
-        if cm_names:
-            for cm in self._raw(self.core.list_namespaced_config_map, namespace).get("items", []):
-                if cm["metadata"]["name"] in cm_names:
-                    configmaps[cm["metadata"]["name"]] = cm.get("data") or {}
-        secret_names: set[str] = set()
-        for pod in pods:
-            secret_names |= referenced_secrets(pod)
-        secrets: dict[str, dict[str, str]] = {}
-        if secret_names:
-            for secret in self._raw(self.core.list_namespaced_secret, namespace).get("items", []):
-                if secret["metadata"]["name"] in secret_names:
-                    secrets[secret["metadata"]["name"]] = decoded(secret)
+        configmaps = {name: cm.get("data") or {} for name, cm in self._referenced(
+            self.core.list_namespaced_config_map, namespace, pods, referenced_configmaps).items()}
+        secrets = {name: decoded(secret) for name, secret in self._referenced(
+            self.core.list_namespaced_secret, namespace, pods, referenced_secrets).items()}
         result: dict[str, list[PodView]] = {}
         missing = []
         for key, kind, name, container in workloads:
