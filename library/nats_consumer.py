@@ -186,145 +186,20 @@ diff:
   type: dict
 """
 
-from typing import Any, Optional
+from typing import Any
 
-from ansible.module_utils.tapio_nats import (
-    JetStreamApi,
-    NatsModuleError,
-    exit_with_result,
-    nats_module,
-    run_with_connection,
+from ansible.module_utils.tapio_jetstream import (
+    CONSUMER_ARGUMENT_SPEC,
+    CONSUMER_MUTUALLY_EXCLUSIVE,
+    ensure_consumer_absent,
+    ensure_consumer_present,
 )
-from ansible.module_utils.tapio_nats_config import (
-    CONSUMER_DEFAULTS,
-    changed_fields,
-    consumer_immutable_changes,
-    desired_consumer_config,
-    merge_config,
-    readable,
-    validate_consumer,
-)
-
-ARGUMENT_SPEC: dict[str, Any] = {
-    "stream": {"type": "str", "required": True},
-    "name": {"type": "str", "required": True},
-    "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
-    "description": {"type": "str"},
-    "ack_policy": {"type": "str", "choices": ["explicit", "all", "none"]},
-    "ack_wait": {"type": "raw"},
-    "max_deliver": {"type": "int"},
-    "max_ack_pending": {"type": "int"},
-    "filter_subject": {"type": "str"},
-    "filter_subjects": {"type": "list", "elements": "str"},
-    "deliver_policy": {"type": "str",
-                       "choices": ["all", "last", "new", "by_start_sequence", "by_start_time", "last_per_subject"]},
-    "opt_start_seq": {"type": "int"},
-    "opt_start_time": {"type": "str"},
-    "replay_policy": {"type": "str", "choices": ["instant", "original"]},
-    "backoff": {"type": "list", "elements": "raw"},
-    "deliver_subject": {"type": "str"},
-    "deliver_group": {"type": "str"},
-    "max_waiting": {"type": "int"},
-    "headers_only": {"type": "bool"},
-    "replicas": {"type": "int"},
-    "idle_heartbeat": {"type": "raw"},
-    "flow_control": {"type": "bool"},
-    "recreate": {"type": "bool", "default": False},
-}
-
-_CONSUMER_KEYS = ("delivered", "ack_floor", "num_ack_pending", "num_redelivered", "num_waiting", "num_pending",
-             "cluster", "created", "config", "stream_name", "name", "paused", "priority_groups")
-
-
-def consumer_view(info: Optional[dict[str, Any]]) -> dict[str, Any]:
-    """The parts of a consumer info answer the module returns."""
-    if not info:
-        return {}
-    return {k: info[k] for k in _CONSUMER_KEYS if k in info}
-
-
-async def write_consumer(api: JetStreamApi, stream: str, config: dict[str, Any], action: str) -> dict[str, Any]:
-    name = config["durable_name"]
-    return await api.request(f"$JS.API.CONSUMER.CREATE.{stream}.{name}",
-                             {"stream_name": stream, "config": config, "action": action})
-
-
-async def preflight(api: JetStreamApi, stream: str, desired: dict[str, Any]) -> None:
-    info = await api.stream_info(stream)
-    if info is None:
-        raise NatsModuleError(f"consumer {desired['durable_name']}: stream {stream} does not exist. Nothing was changed.")
-    problems = validate_consumer(desired, info["config"].get("subjects") or [], api.cluster_size())
-    if problems:
-        raise NatsModuleError(f"consumer {desired['durable_name']} on {stream}: " + "; ".join(problems)
-                              + ". Nothing was changed.")
-
-
-async def ensure_present(module: Any, api: JetStreamApi, stream: str, desired: dict[str, Any]) -> dict[str, Any]:
-    name = desired["durable_name"]
-    if module.check_mode and await api.stream_info(stream) is None:
-        # In a check run the stream may be one an earlier task would create.
-        module.warn(f"stream {stream} does not exist (yet); consumer {name} would be created once it does")
-        desired.setdefault("ack_policy", "explicit")
-        return {"changed": True, "operation": "create", "changed_fields": [],
-                "consumer": {"config": merge_config(CONSUMER_DEFAULTS, desired)},
-                "diff": {"before": {}, "after": readable(desired)}}
-    await preflight(api, stream, desired)
-    info = await api.consumer_info(stream, name)
-    if info is None:
-        desired.setdefault("ack_policy", "explicit")
-        result = {"changed": True, "operation": "create", "changed_fields": sorted(k for k in desired if k not in ("name", "durable_name"))}
-        if module.check_mode:
-            result["consumer"] = {"config": merge_config(CONSUMER_DEFAULTS, desired)}
-        else:
-            result["consumer"] = consumer_view(await write_consumer(api, stream, desired, "create"))
-        result["diff"] = {"before": {}, "after": readable(result["consumer"]["config"])}
-        return result
-    current = info["config"]
-    fields = changed_fields({k: v for k, v in desired.items() if k != "name"}, current, CONSUMER_DEFAULTS)
-    if not fields:
-        return {"changed": False, "operation": "none", "changed_fields": [], "consumer": consumer_view(info),
-                "diff": {"before": readable(current), "after": readable(current)}}
-    frozen = consumer_immutable_changes({k: desired[k] for k in fields}, current)
-    after = merge_config(current, desired)
-    if frozen and not module.params["recreate"]:
-        details = "; ".join(f"{f}: current {c!r}, requested {w!r}" for f, c, w in frozen)
-        raise NatsModuleError(
-            f"consumer {name} on {stream}: cannot change {', '.join(f for f, _, _ in frozen)} on an existing consumer "
-            f"({details}). Nothing was changed. Set recreate=true to delete and recreate it (its delivery and ack "
-            "state are lost).", {"consumer": consumer_view(info), "changed": False})
-    operation = "recreate" if frozen else "update"
-    result = {"changed": True, "operation": operation, "changed_fields": fields,
-              "diff": {"before": readable(current), "after": readable(after)}}
-    if frozen:
-        module.warn(f"consumer {name} on {stream} is being deleted and recreated to change {', '.join(fields)}: "
-                    f"{info.get('num_ack_pending', 0)} unacknowledged deliveries and its ack floor are lost")
-        after = desired
-    if module.check_mode:
-        result["consumer"] = {**consumer_view(info), "config": after}
-        return result
-    if frozen:
-        await api.request(f"$JS.API.CONSUMER.DELETE.{stream}.{name}")
-        result["consumer"] = consumer_view(await write_consumer(api, stream, desired, "create"))
-    else:
-        result["consumer"] = consumer_view(await write_consumer(api, stream, after, "update"))
-    return result
-
-
-async def ensure_absent(module: Any, api: JetStreamApi, stream: str, name: str) -> dict[str, Any]:
-    if await api.stream_info(stream) is None:
-        return {"changed": False, "operation": "none", "changed_fields": [], "consumer": {}, "diff": {"before": {}, "after": {}}}
-    info = await api.consumer_info(stream, name)
-    if info is None:
-        return {"changed": False, "operation": "none", "changed_fields": [], "consumer": {}, "diff": {"before": {}, "after": {}}}
-    if not module.check_mode:
-        await api.request(f"$JS.API.CONSUMER.DELETE.{stream}.{name}")
-    return {"changed": True, "operation": "delete", "changed_fields": [], "consumer": {},
-            "diff": {"before": readable(info["config"]), "after": {}}}
+from ansible.module_utils.tapio_nats import JetStreamApi, exit_with_result, nats_module, run_with_connection
+from ansible.module_utils.tapio_nats_config import desired_consumer_config
 
 
 def main() -> None:
-    module = nats_module(ARGUMENT_SPEC, supports_check_mode=True,
-                         mutually_exclusive=[["filter_subject", "filter_subjects"], ["deliver_subject", "max_waiting"]])
+    module = nats_module(CONSUMER_ARGUMENT_SPEC, supports_check_mode=True, mutually_exclusive=CONSUMER_MUTUALLY_EXCLUSIVE)
     params = module.params
     try:
         desired = desired_consumer_config(params)
@@ -333,8 +208,8 @@ def main() -> None:
 
     async def handler(nc: Any, api: JetStreamApi) -> dict[str, Any]:
         if params["state"] == "absent":
-            return await ensure_absent(module, api, params["stream"], params["name"])
-        return await ensure_present(module, api, params["stream"], desired)
+            return await ensure_consumer_absent(module, api, params["stream"], params["name"])
+        return await ensure_consumer_present(module, api, params["stream"], desired)
 
     exit_with_result(module, run_with_connection(module, handler))
 

@@ -96,6 +96,13 @@ options:
     description: Seconds between the checks of O(wait).
     type: float
     default: 2
+  unhealthy_msg:
+    description:
+      - Fail with this message when NATS is not healthy (after the wait, with O(wait)), so a gate is
+        one task. V({problems}), V({seconds}) and V({attempts}) are replaced by the problems found,
+        the seconds waited and the number of checks.
+      - Without it an unhealthy result is returned (RV(healthy) false) and only a timed-out wait fails.
+    type: str
 notes:
   - Connection options are shared by every nats_* module; see docs/modules.md.
   - Check mode is supported (the module is read-only).
@@ -211,6 +218,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "wait": {"type": "bool", "default": False},
     "wait_timeout": {"type": "float", "default": 60.0},
     "wait_sleep": {"type": "float", "default": 2.0},
+    "unhealthy_msg": {"type": "str"},
 }
 
 _SERVER_KEYS = ("server_name", "server_id", "version", "cluster", "jetstream", "max_payload", "connect_urls")
@@ -301,6 +309,14 @@ def argument_problem(params: dict[str, Any]) -> str:
     return ""
 
 
+def unhealthy_message(template: str, result: dict[str, Any]) -> str:
+    """The caller's failure message with {problems}, {seconds} and {attempts} filled in."""
+    waited = result.get("wait") or {}
+    return (template.replace("{problems}", "; ".join(result["problems"]))
+            .replace("{seconds}", str(waited.get("seconds", 0)))
+            .replace("{attempts}", str(waited.get("attempts", 1))))
+
+
 def main() -> None:
     module = nats_module(ARGUMENT_SPEC, supports_check_mode=True)
     params = module.params
@@ -319,6 +335,8 @@ def main() -> None:
             return await judged(lambda: gather(params, api, nc), params, wait)
 
         result = run_with_connection(module, handler)
+    if params["unhealthy_msg"] and not result["healthy"]:
+        module.fail_json(msg=unhealthy_message(params["unhealthy_msg"], result), **result)
     if result.get("wait", {}).get("timed_out"):
         module.fail_json(msg=f"NATS not healthy after {result['wait']['seconds']}s ({result['wait']['attempts']} "
                              f"checks): {'; '.join(result['problems'])}", **result)

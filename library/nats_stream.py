@@ -219,156 +219,20 @@ diff:
   type: dict
 """
 
-from typing import Any, Optional
+from typing import Any
 
-from ansible.module_utils.tapio_nats import (
-    JetStreamApi,
-    NatsModuleError,
-    exit_with_result,
-    nats_module,
-    run_with_connection,
+from ansible.module_utils.tapio_jetstream import (
+    STREAM_ARGUMENT_SPEC,
+    STREAM_MUTUALLY_EXCLUSIVE,
+    ensure_stream_absent,
+    ensure_stream_present,
 )
-from ansible.module_utils.tapio_nats_config import (
-    STREAM_DEFAULTS,
-    changed_fields,
-    desired_stream_config,
-    find_overlapping_stream,
-    merge_config,
-    readable,
-    stream_immutable_changes,
-    validate_stream,
-)
-
-_SOURCE = {
-    "name": {"type": "str", "required": True},
-    "opt_start_seq": {"type": "int"},
-    "opt_start_time": {"type": "str"},
-    "filter_subject": {"type": "str"},
-    "external": {"type": "dict", "options": {"api": {"type": "str"}, "deliver": {"type": "str"}}},
-}
-
-ARGUMENT_SPEC: dict[str, Any] = {
-    "name": {"type": "str", "required": True},
-    "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
-    "subjects": {"type": "list", "elements": "str"},
-    "retention": {"type": "str", "choices": ["limits", "interest", "workqueue"]},
-    "storage": {"type": "str", "choices": ["file", "memory"]},
-    "replicas": {"type": "int"},
-    "max_age": {"type": "raw"},
-    "max_bytes": {"type": "raw"},
-    "max_msgs": {"type": "int"},
-    "max_msgs_per_subject": {"type": "int"},
-    "max_msg_size": {"type": "raw"},
-    "discard": {"type": "str", "choices": ["old", "new"]},
-    "duplicate_window": {"type": "raw"},
-    "compression": {"type": "str", "choices": ["none", "s2"]},
-    "allow_direct": {"type": "bool"},
-    "deny_delete": {"type": "bool"},
-    "deny_purge": {"type": "bool"},
-    "description": {"type": "str"},
-    "placement": {"type": "dict", "options": {"cluster": {"type": "str"}, "tags": {"type": "list", "elements": "str"}}},
-    "mirror": {"type": "dict", "options": _SOURCE},
-    "sources": {"type": "list", "elements": "dict", "options": _SOURCE},
-    "recreate": {"type": "bool", "default": False},
-}
-
-
-def stream_view(info: Optional[dict[str, Any]]) -> dict[str, Any]:
-    """The parts of a stream info answer the module returns."""
-    if not info:
-        return {}
-    return {key: info[key] for key in ("config", "state", "cluster", "created") if key in info}
-
-
-def immutable_message(name: str, problems: list[tuple[str, Any, Any]]) -> str:
-    details = "; ".join(f"{field}: current {current!r}, requested {wanted!r}" for field, current, wanted in problems)
-    return (f"stream {name}: cannot change {', '.join(p[0] for p in problems)} on an existing stream ({details}). "
-            "Nothing was changed. Set recreate=true to delete and recreate it (its stored messages are lost).")
-
-
-async def check_before_change(api: JetStreamApi, desired: dict[str, Any], current: Optional[dict[str, Any]]) -> None:
-    """Fail before touching the server: limits, and subjects claimed by another stream."""
-    problems = validate_stream(desired, current, api.cluster_size(), api.max_payload())
-    if problems:
-        raise NatsModuleError(f"stream {desired['name']}: " + "; ".join(problems) + ". Nothing was changed.")
-    if desired.get("subjects"):
-        clash = find_overlapping_stream(desired["name"], desired["subjects"], await api.streams())
-        if clash:
-            other, theirs, ours = clash
-            raise NatsModuleError(
-                f"stream {desired['name']}: subject {ours!r} overlaps subject {theirs!r} of existing stream "
-                f"{other}. Nothing was changed.")
-
-
-async def ensure_present(module: Any, api: JetStreamApi, desired: dict[str, Any]) -> dict[str, Any]:
-    name = desired["name"]
-    info = await api.stream_info(name)
-    current = info["config"] if info else None
-    if current is None:
-        await check_before_change(api, desired, None)
-        after = merge_config(STREAM_DEFAULTS, desired)
-        result = {"changed": True, "operation": "create", "changed_fields": sorted(k for k in desired if k != "name")}
-        if not module.check_mode:
-            result["stream"] = stream_view(await api.request(f"$JS.API.STREAM.CREATE.{name}", desired))
-        else:
-            result["stream"] = {"config": after}
-        result["diff"] = {"before": {}, "after": readable(result["stream"]["config"])}
-        return result
-
-    fields = changed_fields(desired, current, STREAM_DEFAULTS)
-    if not fields:
-        return {"changed": False, "operation": "none", "changed_fields": [], "stream": stream_view(info),
-                "diff": {"before": readable(current), "after": readable(current)}}
-    frozen = stream_immutable_changes({k: desired[k] for k in fields}, current)
-    if frozen and not module.params["recreate"]:
-        raise NatsModuleError(immutable_message(name, frozen), {"stream": stream_view(info), "changed": False})
-    if frozen:
-        return await recreate(module, api, desired, info, fields)
-    await check_before_change(api, desired, current)
-    after = merge_config(current, desired)
-    result = {"changed": True, "operation": "update", "changed_fields": fields,
-              "diff": {"before": readable(current), "after": readable(after)}}
-    if module.check_mode:
-        result["stream"] = {**stream_view(info), "config": after}
-    else:
-        result["stream"] = stream_view(await api.request(f"$JS.API.STREAM.UPDATE.{name}", after))
-    return result
-
-
-async def recreate(module: Any, api: JetStreamApi, desired: dict[str, Any], info: dict[str, Any],
-                   fields: list[str]) -> dict[str, Any]:
-    """Delete and create again with the server's configuration plus the requested fields."""
-    name = desired["name"]
-    lost = info.get("state", {}).get("messages", 0)
-    keep = {k: v for k, v in info["config"].items() if k not in ("metadata", "consumer_limits")}
-    after = merge_config(keep, desired)
-    await check_before_change(api, after, None)
-    module.warn(f"stream {name} is being deleted and recreated to change {', '.join(fields)}: "
-                f"its {lost} stored message(s) are lost")
-    result = {"changed": True, "operation": "recreate", "changed_fields": fields, "messages_lost": lost,
-              "diff": {"before": readable(info["config"]), "after": readable(after)}}
-    if module.check_mode:
-        result["stream"] = {"config": after}
-        return result
-    await api.request(f"$JS.API.STREAM.DELETE.{name}")
-    result["stream"] = stream_view(await api.request(f"$JS.API.STREAM.CREATE.{name}", after))
-    return result
-
-
-async def ensure_absent(module: Any, api: JetStreamApi, name: str) -> dict[str, Any]:
-    info = await api.stream_info(name)
-    if info is None:
-        return {"changed": False, "operation": "none", "changed_fields": [], "stream": {},
-                "diff": {"before": {}, "after": {}}}
-    if not module.check_mode:
-        await api.request(f"$JS.API.STREAM.DELETE.{name}")
-    return {"changed": True, "operation": "delete", "changed_fields": [], "stream": {},
-            "diff": {"before": readable(info["config"]), "after": {}}}
+from ansible.module_utils.tapio_nats import JetStreamApi, exit_with_result, nats_module, run_with_connection
+from ansible.module_utils.tapio_nats_config import desired_stream_config
 
 
 def main() -> None:
-    module = nats_module(ARGUMENT_SPEC, supports_check_mode=True, mutually_exclusive=[["mirror", "sources"],
-                                                                                      ["mirror", "subjects"]])
+    module = nats_module(STREAM_ARGUMENT_SPEC, supports_check_mode=True, mutually_exclusive=STREAM_MUTUALLY_EXCLUSIVE)
     params = module.params
     try:
         desired = desired_stream_config(params)
@@ -377,8 +241,8 @@ def main() -> None:
 
     async def handler(nc: Any, api: JetStreamApi) -> dict[str, Any]:
         if params["state"] == "absent":
-            return await ensure_absent(module, api, params["name"])
-        return await ensure_present(module, api, desired)
+            return await ensure_stream_absent(module, api, params["name"])
+        return await ensure_stream_present(module, api, desired)
 
     exit_with_result(module, run_with_connection(module, handler))
 

@@ -345,7 +345,7 @@ from ansible.module_utils.tapio_lease import LeaseHeld, Lock, new_holder
 from ansible.module_utils.tapio_nats import NatsModuleError, exit_with_result, nats_module
 from ansible.module_utils.tapio_nats_session import NatsSession
 from ansible.module_utils.tapio_workload import WorkloadError
-from ansible.module_utils.urls import open_url
+from ansible.module_utils.tapio_http import http_get
 from ansible.module_utils.basic import missing_required_lib
 
 ARGUMENT_SPEC: dict[str, Any] = {
@@ -397,7 +397,7 @@ GATE_DEFAULTS = {"consumer_prefix": "tapio-migration-gate-", "timeout": 60, "max
 
 
 def read_ledger(url: str, settle: int) -> dict[str, Any]:
-    response = open_url(f"{url.rstrip('/')}/ledger?settle={settle}", timeout=settle + 30)
+    response = http_get(f"{url.rstrip('/')}/ledger?settle={settle}", settle + 30)
     return json.loads(response.read() or b"{}")
 
 

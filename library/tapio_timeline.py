@@ -221,7 +221,7 @@ from ansible.module_utils.tapio_timeline import (
     series,
     summarise,
 )
-from ansible.module_utils.urls import open_url
+from ansible.module_utils.tapio_http import http_get
 
 MATPLOTLIB_IMPORT_ERROR: Optional[str] = None
 try:
@@ -267,7 +267,7 @@ def timeline_url(url: str, since: Optional[float]) -> str:
 def fetch(url: str, timeout: float) -> Any:
     """GET the URL and decode its JSON; every failure names the URL and the cause."""
     try:
-        response = open_url(url, timeout=timeout, headers={"Accept": "application/json"}, validate_certs=True)
+        response = http_get(url, timeout, headers={"Accept": "application/json"})
         body = response.read()
     except Exception as error:  # HTTPError, URLError, timeouts, refused connections
         code = getattr(error, "code", None)

@@ -20,6 +20,7 @@ import base64
 import copy
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Optional
 
 from ansible.module_utils.tapio_kube import Kube, KubeError
@@ -30,6 +31,8 @@ REDACTED = "<redacted>"
 VOLATILE_METADATA = ("managedFields", "resourceVersion", "generation", "creationTimestamp", "uid", "selfLink")
 # The kinds whose rollout the apply can wait for.
 ROLLOUT_KINDS = ("StatefulSet", "Deployment", "DaemonSet")
+# Reads and dry runs at once while planning (the API client's connection pool holds more).
+PLAN_WORKERS = 8
 
 
 class ApplyError(Exception):
@@ -147,59 +150,67 @@ class Applier:
         return self.kube.request("PATCH", path, body=obj, content_type=APPLY_PATCH, query=query) or {}
 
     def plan(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Per object: its path, live and dry-run answer, and the operation it needs."""
-        planned: list[dict[str, Any]] = []
+        """Per object: its path, live and dry-run answer, and the operation it needs.
+
+        Namespaces first (an object in a namespace this run creates is not dry-run), then the
+        other objects' reads and dry runs side by side: they are independent, and one after the
+        other they were most of a re-run's nats phase. The plan keeps the objects' order, and
+        the first refusal in that order is the one raised."""
         new_namespaces: set[str] = set()
-        for item in order_objects(items):
-            desired = item["definition"]
-            label = object_label(desired)
-            entry: dict[str, Any] = {"label": label, "desired": desired, "hint": item.get("hint") or "",
-                                     "wait": bool(item.get("wait")) and desired.get("kind") in ROLLOUT_KINDS}
-            path = self.discovery.path(desired)
-            if path is None:
-                if item.get("optional"):
-                    entry.update(operation="skipped", reason=f"the API server does not serve {desired.get('apiVersion')} "
-                                                            f"{desired.get('kind')}")
-                    planned.append(entry)
-                    continue
-                raise ApplyError(f"{label}: the API server does not serve {desired.get('apiVersion')} "
-                                 f"{desired.get('kind')}; nothing was applied")
-            entry["path"] = path
-            live = self.kube.request("GET", path, not_found_ok=True)
-            entry["live"] = live
-            problem = claims_problem(live, desired, entry["hint"])
-            if problem:
-                raise ApplyError(problem)
-            namespace = (desired.get("metadata") or {}).get("namespace")
-            if namespace in new_namespaces:
-                # A dry run cannot place an object in a namespace that does not exist yet;
-                # everything in it is new, and the API server judges it when it is created.
+        ordered = order_objects(items)
+        namespaces = [item for item in ordered if item["definition"].get("kind") == "Namespace"]
+        planned = [self.plan_one(item, new_namespaces) for item in namespaces]
+        others = [item for item in ordered if item["definition"].get("kind") != "Namespace"]
+        with ThreadPoolExecutor(max_workers=PLAN_WORKERS) as pool:
+            planned.extend(pool.map(lambda item: self.plan_one(item, new_namespaces), others))
+        return planned
+
+    def plan_one(self, item: dict[str, Any], new_namespaces: set[str]) -> dict[str, Any]:
+        desired = item["definition"]
+        label = object_label(desired)
+        entry: dict[str, Any] = {"label": label, "desired": desired, "hint": item.get("hint") or "",
+                                 "wait": bool(item.get("wait")) and desired.get("kind") in ROLLOUT_KINDS}
+        path = self.discovery.path(desired)
+        if path is None:
+            if item.get("optional"):
+                entry.update(operation="skipped", reason=f"the API server does not serve {desired.get('apiVersion')} "
+                                                        f"{desired.get('kind')}")
+                return entry
+            raise ApplyError(f"{label}: the API server does not serve {desired.get('apiVersion')} "
+                             f"{desired.get('kind')}; nothing was applied")
+        entry["path"] = path
+        live = self.kube.request("GET", path, not_found_ok=True)
+        entry["live"] = live
+        problem = claims_problem(live, desired, entry["hint"])
+        if problem:
+            raise ApplyError(problem)
+        namespace = (desired.get("metadata") or {}).get("namespace")
+        if namespace in new_namespaces:
+            # A dry run cannot place an object in a namespace that does not exist yet;
+            # everything in it is new, and the API server judges it when it is created.
+            entry.update(operation="create", after=desired,
+                         reason=f"namespace {namespace} does not exist yet (not dry-run)")
+            return entry
+        try:
+            after = self.ssa(path, desired, dry_run=True)
+        except KubeError as error:
+            if error.status == 404 and live is None and self.check_mode:
+                # Its namespace is created earlier in this run (another role, check mode).
                 entry.update(operation="create", after=desired,
                              reason=f"namespace {namespace} does not exist yet (not dry-run)")
-                planned.append(entry)
-                continue
-            try:
-                after = self.ssa(path, desired, dry_run=True)
-            except KubeError as error:
-                if error.status == 404 and live is None and self.check_mode:
-                    # Its namespace is created earlier in this run (another role, check mode).
-                    entry.update(operation="create", after=desired,
-                                 reason=f"namespace {namespace} does not exist yet (not dry-run)")
-                    planned.append(entry)
-                    continue
-                raise ApplyError(f"{label} was refused by the API server ({error}); nothing was applied."
-                                 f"{' ' + entry['hint'] if entry['hint'] else ''}") from None
-            entry["after"] = after
-            if live is None:
-                entry["operation"] = "create"
-                if desired.get("kind") == "Namespace":
-                    new_namespaces.add((desired.get("metadata") or {}).get("name"))
-            elif comparable(live) != comparable(after):
-                entry["operation"] = "update"
-            else:
-                entry["operation"] = "none"
-            planned.append(entry)
-        return planned
+                return entry
+            raise ApplyError(f"{label} was refused by the API server ({error}); nothing was applied."
+                             f"{' ' + entry['hint'] if entry['hint'] else ''}") from None
+        entry["after"] = after
+        if live is None:
+            entry["operation"] = "create"
+            if desired.get("kind") == "Namespace":
+                new_namespaces.add((desired.get("metadata") or {}).get("name"))
+        elif comparable(live) != comparable(after):
+            entry["operation"] = "update"
+        else:
+            entry["operation"] = "none"
+        return entry
 
     def apply(self, planned: list[dict[str, Any]]) -> None:
         """The real writes, in plan order; the check mode plan stays a plan."""

@@ -22,7 +22,7 @@ import json
 import time
 from typing import Any, Awaitable, Callable, Optional
 
-from ansible.module_utils.urls import open_url
+from ansible.module_utils.tapio_http import http_get
 
 Answer = tuple[int, Any]
 Fetch = Callable[[str, float], Answer]
@@ -33,7 +33,7 @@ def http_json(url: str, timeout: float) -> Answer:
     """GET a monitoring endpoint: (HTTP status, JSON body); 503 from /healthz is an answer,
     not an error, and no answer at all is status 0 with the reason as ``error``."""
     try:
-        response = open_url(url, timeout=timeout, validate_certs=True)
+        response = http_get(url, timeout)
         return response.getcode(), json.loads(response.read() or b"{}")
     except Exception as error:  # urllib raises HTTPError for 503 with a JSON body
         read = getattr(error, "read", None)

@@ -6,8 +6,11 @@ the command to run, rather than skipping and passing silently.
 """
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
 import json
 import os
+import sys
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +22,22 @@ LAB_STATE = Path(os.environ.get("TAPIO_LAB_STATE", REPO_ROOT / ".lab")).resolve(
 VENV_BIN = REPO_ROOT / ".venv" / "bin"
 # A second lab runs beside the first with every port shifted (see inventories/lab).
 PORT_OFFSET = int(os.environ.get("TAPIO_LAB_PORT_OFFSET") or 0)
+
+
+class ProjectModuleUtils(importlib.abc.MetaPathFinder):
+    """module_utils/<name>.py as ansible.module_utils.<name>, the way Ansible exposes it to
+    modules, so one loaded in a test finds the ones it imports whatever the test loaded first."""
+
+    PREFIX = "ansible.module_utils."
+
+    def find_spec(self, fullname: str, path: object, target: object = None) -> object:
+        if not fullname.startswith(self.PREFIX + "tapio_"):
+            return None
+        source = REPO_ROOT / "module_utils" / f"{fullname[len(self.PREFIX):]}.py"
+        return importlib.util.spec_from_file_location(fullname, source) if source.is_file() else None
+
+
+sys.meta_path.insert(0, ProjectModuleUtils())
 
 
 @dataclass(frozen=True)

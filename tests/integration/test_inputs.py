@@ -61,6 +61,9 @@ CASES = [
                  id="component-user-without-password"),
     pytest.param({"tapio_nats_route_password": "p@ss/word"}, "tapio_nats_route_password may hold only letters",
                  id="route-password-characters"),
+    # A phase's own input, refused with every role's before the run's first change.
+    pytest.param({"nats_streams_verify": "perhaps"},
+                 "role nats_streams (main): argument 'nats_streams_verify' is of type str", id="role-input-type"),
     pytest.param({"tapio_kubeconfig": "/nonexistent/kubeconfig"},
                  "tapio_kubeconfig /nonexistent/kubeconfig does not exist", id="missing-kubeconfig"),
 ]

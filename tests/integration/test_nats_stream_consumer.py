@@ -142,3 +142,41 @@ def test_mirror_and_sources_are_idempotent_and_a_mirror_cannot_change(stream_nam
     finally:
         for name in (mirror, aggregate, region_a, region_b):
             remove_stream(name)
+
+
+def test_jetstream_applies_a_set_in_one_call_in_order_and_stops_at_a_refusal(stream_name):
+    """nats_jetstream (the nats_streams role's one call): streams, then consumers, then the
+    streams marked absent; a re-run changes nothing; a refused entry names itself."""
+    old = f"{stream_name}_OLD"
+    assert run_module("nats_stream", {"name": old, "subjects": [f"{old}.>"], "replicas": 1})["changed"]
+    streams = [{"name": stream_name, "subjects": [f"{stream_name}.>"], "replicas": 3, "max_age": "1d"},
+               {"name": old, "state": "absent"}]
+    consumers = [{"stream": stream_name, "name": "pipeline", "ack_wait": "30s", "max_deliver": 5}]
+
+    would = run_module("nats_jetstream", {"streams": streams, "consumers": consumers}, check=True)
+    assert would["changed"] and not would.get("failed"), would.get("msg")
+    # In check mode the consumer's stream does not exist yet: it is shown as a create.
+    assert would["consumers"][f"{stream_name}/pipeline"]["operation"] == "create"
+    assert stream_info(stream_name) is None and stream_info(old) is not None
+
+    done = run_module("nats_jetstream", {"streams": streams, "consumers": consumers})
+    assert not done.get("failed"), done.get("msg")
+    assert {name: r["operation"] for name, r in done["streams"].items()} == {stream_name: "create", old: "delete"}
+    assert done["consumers"][f"{stream_name}/pipeline"]["operation"] == "create"
+    assert [d["before_header"] for d in done["diff"]] == [f"stream {stream_name}", f"stream {old}",
+                                                         f"consumer {stream_name}/pipeline"]
+    assert stream_info(old) is None
+    assert consumer_info(stream_name, "pipeline")["config"]["max_deliver"] == 5
+
+    again = run_module("nats_jetstream", {"streams": streams, "consumers": consumers})
+    assert again["changed"] is False and again["diff"] == []
+
+    before = stream_info(stream_name)
+    refused = run_module("nats_jetstream", {"streams": [{**streams[0], "storage": "memory"}], "consumers": consumers})
+    assert refused.get("failed") and f"stream {stream_name}: cannot change storage" in refused["msg"]
+    assert stream_info(stream_name)["config"] == before["config"]
+
+    bad = run_module("nats_jetstream", {"streams": [streams[0], {"name": stream_name, "replicas": "three"}]})
+    assert bad.get("failed") and "streams[1]" in bad["msg"] and "Nothing was changed" in bad["msg"]
+    twice = run_module("nats_jetstream", {"streams": [streams[0], streams[0]]})
+    assert twice.get("failed") and f"{stream_name} given more than once" in twice["msg"]

@@ -1,7 +1,7 @@
 """The runner's least privilege against the lab's real kube-apiserver (RBAC enforced).
 
 A ServiceAccount bound only to what playbooks/runner_rbac.yml ships (rendered from the list
-preflight checks, playbooks/vars/runner_permissions.yml) runs the whole of migrate.yml (NATS
+preflight checks, roles/tapio/vars/main/runner_permissions.yml) runs the whole of migrate.yml (NATS
 install included) and rollback.yml; with one verb taken from its Role, preflight stops the run
 naming that verb, and nothing changes.
 """

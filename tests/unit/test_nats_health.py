@@ -241,3 +241,38 @@ def test_judged_adds_healthy_and_waits_only_when_asked(nats_info: ModuleType) ->
     assert once == {"problems": lagging, "changed": False, "healthy": False}
     waited = asyncio.run(nats_info.judged(checks(lagging, []), params(wait_sleep=0.01), wait=True))
     assert waited["healthy"] is True and waited["wait"]["attempts"] == 2
+
+
+def test_http_get_reads_a_body_and_an_error_status_without_ssl_work() -> None:
+    """The monitoring reads' GET (module_utils/tapio_http.py) against a real local HTTP server:
+    200 with its body, 503 as HTTPError carrying its JSON body (what /healthz answers)."""
+    import http.server
+    import threading
+    import urllib.error
+
+    http_get = load_module_utils("tapio_http").http_get
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            status = 503 if self.path.startswith("/healthz") else 200
+            body = b'{"status": "unavailable"}' if status == 503 else b'{"server_name": "nats-0"}'
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        response = http_get(f"{base}/varz", 5)
+        assert response.getcode() == 200 and response.read() == b'{"server_name": "nats-0"}'
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            http_get(f"{base}/healthz", 5)
+        assert refused.value.code == 503 and refused.value.read() == b'{"status": "unavailable"}'
+        assert health.http_json(f"{base}/healthz", 5) == (503, {"status": "unavailable"})
+    finally:
+        server.shutdown()

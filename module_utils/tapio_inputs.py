@@ -1,0 +1,213 @@
+# -*- coding: utf-8 -*-
+# Copyright: Tapio NATS migration toolkit contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""The boilerplate play's checks of versions and inventory, before anything is changed.
+
+Each rule is a small function of the inventory's variables (by their inventory names, only
+those that are set) returning the problems it finds, each a complete message naming the
+variable; ``problems_of`` runs them all. library/tapio_inputs.py only maps its options to
+those names and reports. The messages are the ones the boilerplate's tasks printed before
+this module replaced them (tests/integration/test_inputs.py checks them).
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Optional
+
+from ansible.module_utils.basic import missing_required_lib
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible.module_utils.compat.version import LooseVersion
+from ansible.module_utils.parsing.convert_bool import boolean
+from ansible.module_utils.tapio_kube import KUBERNETES_IMPORT_ERROR, KUBERNETES_REQUIREMENT
+from ansible.module_utils.tapio_nats import NATS_IMPORT_ERROR, NATS_REQUIREMENT
+
+Inputs = dict[str, Any]
+
+MINIMUM_ANSIBLE = "2.19"
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+SUBJECT_TOKENS = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
+NATS_SERVER_URL = r"^(nats|tls)://[^/]+$"
+URL_CREDENTIALS = r"^[a-z]+://([^/]*)@"
+ROUTE_PASSWORD = r"^[A-Za-z0-9._~-]+$"
+
+REACH_MESSAGE = (
+    "Invalid NATS reach for {host} (tapio_nats_reach=kubernetes): tapio_nats_kube_port_forward (one pod, for "
+    "direct reach) cannot be combined with it; give tapio_nats_kube_selector or tapio_nats_kube_service, not both "
+    "(the default selector names the nats phase's StatefulSet pods, so the operator method needs one of them); "
+    "tapio_nats_kube_client_port and tapio_nats_kube_monitor_port must be TCP ports.")
+CREDENTIALS_MESSAGE = (
+    "{count} NATS URL(s) in {host}'s tapio_nats_servers / tapio_nats_url carry credentials (user:password@ or "
+    "token@). URLs are printed and written into pod specs: set tapio_nats_user and tapio_nats_password (from a "
+    "vault), tapio_nats_token or tapio_nats_creds_file instead, and plain URLs.")
+NAMES_MESSAGE = (
+    "Invalid inventory for {host}: namespace={namespace}, pipeline={pipeline}, collector names that are not "
+    "DNS-1123 labels={bad_names}, subject prefixes that are not NATS subject tokens (a.b.c, no wildcards)="
+    "{bad_subjects}, collector names must be unique, NATS servers not nats:// or tls:// URLs={bad_servers}")
+USERS_MESSAGE = (
+    "Invalid NATS users for {host}: tapio_nats_component_users needs a password in tapio_nats_component_passwords "
+    "for the pipeline and every collector (missing: {missing}); tapio_nats_route_password may hold only letters, "
+    "digits and . _ ~ - (it is part of the route URLs).")
+
+
+def inventory_spec(nats_direct: bool) -> dict[str, Any]:
+    """The argument spec the inventory's types are validated with (tapio_nats_servers is
+    required only when the control node dials NATS directly)."""
+    return {
+        "tapio_namespace": {"type": "str", "required": True},
+        "tapio_kubeconfig": {"type": "path"},
+        "tapio_kube_context": {"type": "str"},
+        "tapio_pipeline": {"type": "dict", "required": True, "options": {
+            "name": {"type": "str", "required": True},
+            "container": {"type": "str", "required": True}}},
+        "tapio_collectors": {"type": "list", "elements": "dict", "required": True, "options": {
+            "name": {"type": "str", "required": True},
+            "container": {"type": "str", "required": True},
+            "subject_prefix": {"type": "str", "required": True}}},
+        "tapio_nats_servers": {"type": "list", "elements": "str", "required": nats_direct},
+        "tapio_nats_reach": {"type": "str", "choices": ["direct", "kubernetes"]},
+    }
+
+
+def as_bool(value: Any) -> bool:
+    """What Ansible's ``bool`` filter makes of an inventory value (anything unknown is false)."""
+    return boolean(value, strict=False)
+
+
+def as_int(value: Any) -> int:
+    """What Jinja's ``int`` filter makes of a value: "42.5" is 42, anything else 0."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        try:
+            return int(float(value))
+        except (TypeError, ValueError, OverflowError):
+            return 0
+
+
+def reach(inputs: Inputs) -> str:
+    return str(inputs.get("tapio_nats_reach", "direct"))
+
+
+def matches(pattern: str, value: Any) -> bool:
+    return isinstance(value, str) and re.match(pattern, value) is not None
+
+
+def ansible_version_problems(running: str, minimum: str = MINIMUM_ANSIBLE) -> list[str]:
+    if LooseVersion(running) >= LooseVersion(minimum):
+        return []
+    return [f"ansible-core >= {minimum} is required (running {running}); run scripts/bootstrap"]
+
+
+def missing_libraries() -> list[tuple[str, str]]:
+    """(requirement, import traceback) of each library the modules need and cannot import,
+    from the import guards of module_utils/tapio_nats.py and tapio_kube.py."""
+    guards = ((NATS_REQUIREMENT, NATS_IMPORT_ERROR), (KUBERNETES_REQUIREMENT, KUBERNETES_IMPORT_ERROR))
+    return [(requirement, error) for requirement, error in guards if error is not None]
+
+
+def library_problems(missing: list[tuple[str, str]]) -> list[str]:
+    return [missing_required_lib(requirement) for requirement, _error in missing]
+
+
+def validated_types(inputs: Inputs) -> tuple[list[str], Inputs]:
+    """The inventory's types checked as validate_argument_spec did: its message (empty when
+    the types are right) and the inputs with the validated values (paths expanded)."""
+    spec = inventory_spec(reach(inputs) != "kubernetes")
+    result = ArgumentSpecValidator(spec).validate({name: value for name, value in inputs.items() if name in spec})
+    if result.error_messages:
+        return ["Validation of arguments failed:\n" + "\n".join(result.error_messages)], inputs
+    validated = result.validated_parameters
+    return [], {name: validated.get(name, value) if name in spec else value for name, value in inputs.items()}
+
+
+def reach_problems(inputs: Inputs, host: str) -> list[str]:
+    """tapio_nats_reach=kubernetes: every NATS pod is found by one selector or Service; the
+    one-pod forward is the direct-reach alternative, so the two together are refused."""
+    if reach(inputs) != "kubernetes":
+        return []
+    selector, service = str(inputs.get("tapio_nats_kube_selector") or ""), str(inputs.get("tapio_nats_kube_service") or "")
+    statefulset = inputs.get("nats_cluster_method", "statefulset") == "statefulset"
+    valid = (not inputs.get("tapio_nats_kube_port_forward")
+             and not (selector and service)
+             and (statefulset or not as_bool(inputs.get("tapio_nats_install", True)) or bool(selector + service))
+             and 1 <= as_int(inputs.get("tapio_nats_kube_client_port", 4222)) <= 65535
+             and 1 <= as_int(inputs.get("tapio_nats_kube_monitor_port", 8222)) <= 65535)
+    return [] if valid else [REACH_MESSAGE.format(host=host)]
+
+
+def nats_urls(inputs: Inputs) -> list[str]:
+    """tapio_nats_servers and tapio_nats_url (unset or empty: none); before the types are
+    checked, servers given as one string are the comma-separated list Ansible reads there."""
+    servers = inputs.get("tapio_nats_servers") or []
+    if isinstance(servers, str):
+        servers = servers.split(",")
+    return [str(url) for url in (servers if isinstance(servers, list) else [servers])] + [
+        str(inputs.get("tapio_nats_url") or "")]
+
+
+def url_credentials(inputs: Inputs) -> list[str]:
+    """The ``user:password`` (or token) written into each NATS URL that carries one: the
+    module hides them in everything it returns."""
+    found = (re.match(URL_CREDENTIALS, url) for url in nats_urls(inputs))
+    return [match.group(1) for match in found if match]
+
+
+def credential_problems(inputs: Inputs, host: str) -> list[str]:
+    """Credentials in a URL would be printed (at -v, in reports) and, for tapio_nats_url,
+    written into pod specs."""
+    count = sum(1 for url in nats_urls(inputs) if re.match(URL_CREDENTIALS, url))
+    return [CREDENTIALS_MESSAGE.format(count=count, host=host)] if count else []
+
+
+def name_problems(inputs: Inputs, host: str) -> list[str]:
+    """Names Kubernetes accepts, subject prefixes that are plain NATS tokens, unique
+    collectors, and NATS servers as nats:// or tls:// URLs."""
+    namespace, pipeline = inputs["tapio_namespace"], inputs["tapio_pipeline"]["name"]
+    names = [collector["name"] for collector in inputs["tapio_collectors"]]
+    bad_names = [name for name in names if not matches(DNS_LABEL, name)]
+    bad_subjects = [c["subject_prefix"] for c in inputs["tapio_collectors"] if not matches(SUBJECT_TOKENS, c["subject_prefix"])]
+    servers = inputs.get("tapio_nats_servers") or []
+    bad_servers = [server for server in servers if not matches(NATS_SERVER_URL, server)]
+    valid = (matches(DNS_LABEL, namespace) and matches(DNS_LABEL, pipeline) and names and not bad_names
+             and not bad_subjects and len(set(names)) == len(names)
+             and (servers or reach(inputs) == "kubernetes") and not bad_servers)
+    if valid:
+        return []
+    return [NAMES_MESSAGE.format(host=host, namespace=namespace, pipeline=pipeline, bad_names=bad_names,
+                                 bad_subjects=bad_subjects, bad_servers=bad_servers)]
+
+
+def nats_user_problems(inputs: Inputs, host: str, with_password: list[str]) -> list[str]:
+    """The users the nats phase renders into nats.conf and the route URLs: a password for
+    every workload (``with_password``: the workloads that have one) and a route password
+    that fits a URL."""
+    missing: list[str] = []
+    if as_bool(inputs.get("tapio_nats_component_users", False)) and as_bool(inputs.get("tapio_nats_install", True)):
+        workloads = [inputs["tapio_pipeline"]["name"]] + [c["name"] for c in inputs["tapio_collectors"]]
+        missing = [name for name in workloads if name not in with_password]
+    route_password = str(inputs.get("tapio_nats_route_password") or "")
+    if not missing and (not route_password or re.match(ROUTE_PASSWORD, route_password)):
+        return []
+    return [USERS_MESSAGE.format(host=host, missing=", ".join(missing) or "none")]
+
+
+def kubeconfig_problems(inputs: Inputs, given: Optional[str]) -> list[str]:
+    """The kubeconfig must exist on the control node, where this runs (``given``: the value
+    as the inventory wrote it, for the message)."""
+    if "tapio_kubeconfig" not in inputs or os.path.exists(str(inputs["tapio_kubeconfig"])):
+        return []
+    return [f"tapio_kubeconfig {given} does not exist (for the lab: scripts/lab up)"]
+
+
+def problems_of(inputs: Inputs, host: str, running_ansible: str, missing: list[tuple[str, str]],
+                with_password: list[str]) -> list[str]:
+    """Every problem, in the order the boilerplate checked them. Wrong types make the checks
+    after them meaningless, so they are the last reported."""
+    problems = ansible_version_problems(running_ansible) + library_problems(missing)
+    type_errors, validated = validated_types(inputs)
+    if type_errors:
+        return problems + type_errors
+    return (problems + reach_problems(validated, host) + credential_problems(validated, host)
+            + name_problems(validated, host) + nats_user_problems(validated, host, with_password)
+            + kubeconfig_problems(validated, inputs.get("tapio_kubeconfig")))

@@ -1,0 +1,266 @@
+"""The boilerplate play's checks (module_utils/tapio_inputs.py, library/tapio_inputs.py): every
+rule passes good input and names bad input with the boilerplate's message; several problems
+come back together; a wrong type stops the checks after it. The module itself runs the way the
+action plugin runs it, to show what it hides."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from module_utils_loader import load_file, load_module_utils
+
+for _name in ("tapio_nats_config", "tapio_nats", "tapio_kube"):
+    load_module_utils(_name)
+ti = load_module_utils("tapio_inputs")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+HOST = "lab"
+COLLECTORS = [
+    {"name": "tapio-k8s-collector", "container": "k8s-collector", "subject_prefix": "tapio.events.k8s"},
+    {"name": "tapio-systemd-collector", "container": "systemd-collector", "subject_prefix": "tapio.events.systemd"},
+]
+GOOD: dict[str, Any] = {
+    "tapio_namespace": "tapio",
+    "tapio_kube_context": "kwok-tapio-lab",
+    "tapio_pipeline": {"name": "tapio-pipeline", "container": "pipeline"},
+    "tapio_collectors": COLLECTORS,
+    "tapio_nats_servers": ["nats://127.0.0.1:4222", "tls://nats-1:4222"],
+    "tapio_nats_url": "nats://tapio-nats:4222",
+}
+WORKLOADS = ["tapio-pipeline", "tapio-k8s-collector", "tapio-systemd-collector"]
+
+
+def problems(with_password: list[str] | None = None, running: str = "2.19.4", **changes: Any) -> list[str]:
+    inputs = {**GOOD, **changes}
+    for name in [name for name, value in changes.items() if value is None]:
+        del inputs[name]
+    return ti.problems_of(inputs, HOST, running, [], WORKLOADS if with_password is None else with_password)
+
+
+def only(found: list[str]) -> str:
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_good_input_passes(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\n")
+    assert problems(tapio_kubeconfig=str(kubeconfig)) == []
+    assert problems(tapio_nats_reach="kubernetes", tapio_nats_servers=None) == []
+
+
+# -- versions and libraries ----------------------------------------------------------------
+@pytest.mark.parametrize(("running", "ok"), [("2.19.0", True), ("2.19.14", True), ("2.20.0.dev0", True),
+                                             ("2.18.7", False), ("2.9.27", False)])
+def test_ansible_core_2_19_or_later(running: str, ok: bool) -> None:
+    found = ti.ansible_version_problems(running)
+    assert found == ([] if ok else [f"ansible-core >= 2.19 is required (running {running}); run scripts/bootstrap"])
+
+
+def test_missing_libraries_are_named_with_their_minimum_versions() -> None:
+    assert ti.missing_libraries() == []  # this interpreter has both, as the modules need
+    found = ti.library_problems([("nats-py>=2.7.2", "Traceback ..."), ("kubernetes>=24.2.0", "Traceback ...")])
+    assert len(found) == 2
+    assert "Failed to import the required Python library (nats-py>=2.7.2)" in found[0]
+    assert "(kubernetes>=24.2.0)" in found[1]
+    combined = ti.problems_of(GOOD, HOST, "2.18.1", [("kubernetes>=24.2.0", "Traceback ...")], WORKLOADS)
+    assert combined[0].startswith("ansible-core >= 2.19 is required") and "kubernetes>=24.2.0" in combined[1]
+
+
+# -- types, worded as validate_argument_spec words them ------------------------------------
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"tapio_collectors": [{"name": "x", "subject_prefix": "tapio.x"}]},
+     "missing required arguments: container found in tapio_collectors"),
+    ({"tapio_collectors": "tapio-k8s-collector"}, "Elements value for option 'tapio_collectors' is of type str"),
+    ({"tapio_nats_reach": "apiserver"}, "value of tapio_nats_reach must be one of: direct, kubernetes, got: apiserver"),
+    ({"tapio_namespace": None}, "missing required arguments: tapio_namespace"),
+    ({"tapio_pipeline": {"name": "tapio-pipeline"}}, "missing required arguments: container found in tapio_pipeline"),
+    ({"tapio_nats_servers": None}, "missing required arguments: tapio_nats_servers"),
+])
+def test_wrong_types(changes: dict[str, Any], message: str) -> None:
+    found = only(problems(**changes))
+    assert found.startswith("Validation of arguments failed:\n") and message in found
+
+
+def test_a_wrong_type_stops_the_checks_after_it() -> None:
+    """A namespace that is no DNS label and a missing kubeconfig are not judged on top of a
+    collectors list that is no list."""
+    found = problems(tapio_collectors="x", tapio_namespace="Bad_NS", tapio_kubeconfig="/nonexistent/kubeconfig")
+    assert len(found) == 1 and "tapio_collectors" in found[0]
+
+
+def test_types_are_checked_and_reported_together() -> None:
+    found = only(problems(tapio_nats_reach="apiserver", tapio_pipeline=None))
+    assert "missing required arguments: tapio_pipeline" in found
+    assert "value of tapio_nats_reach must be one of: direct, kubernetes" in found
+
+
+# -- NATS reach ------------------------------------------------------------------------------
+KUBE = {"tapio_nats_reach": "kubernetes"}
+REACH = "tapio_nats_kube_port_forward (one pod, for direct reach) cannot be combined with it"
+
+
+@pytest.mark.parametrize("changes", [
+    {"tapio_nats_kube_port_forward": {"namespace": "tapio", "pod": "p"}},
+    {"tapio_nats_kube_selector": "app=nats", "tapio_nats_kube_service": "nats"},
+    {"nats_cluster_method": "operator"},
+    {"nats_cluster_method": "operator", "tapio_nats_install": "yes"},
+    {"tapio_nats_kube_client_port": 0},
+    {"tapio_nats_kube_client_port": "not a port"},
+    {"tapio_nats_kube_monitor_port": 65536},
+])
+def test_bad_kubernetes_reach(changes: dict[str, Any]) -> None:
+    found = only(problems(**KUBE, **changes))
+    assert found.startswith(f"Invalid NATS reach for {HOST} (tapio_nats_reach=kubernetes): ") and REACH in found
+
+
+@pytest.mark.parametrize("changes", [
+    {},
+    {"tapio_nats_kube_selector": "app=nats"},
+    {"nats_cluster_method": "operator", "tapio_nats_kube_service": "nats"},
+    {"nats_cluster_method": "operator", "tapio_nats_install": False},
+    {"tapio_nats_kube_client_port": "4222", "tapio_nats_kube_monitor_port": 65535},
+    {"tapio_nats_kube_port_forward": {}},
+])
+def test_good_kubernetes_reach(changes: dict[str, Any]) -> None:
+    assert problems(**KUBE, **changes) == []
+
+
+def test_reach_rules_apply_only_to_kubernetes_reach() -> None:
+    assert problems(tapio_nats_kube_port_forward={"namespace": "tapio", "pod": "p"}, nats_cluster_method="operator") == []
+
+
+# -- credentials in URLs ---------------------------------------------------------------------
+@pytest.mark.parametrize(("changes", "count"), [
+    ({"tapio_nats_servers": ["nats://user:secret@127.0.0.1:4222", "nats://token@127.0.0.1:4223"]}, 2),
+    ({"tapio_nats_url": "nats://user:secret@tapio-nats:4222"}, 1),
+])
+def test_credentials_in_urls_are_refused(changes: dict[str, Any], count: int) -> None:
+    found = only(problems(**changes))
+    assert found.startswith(f"{count} NATS URL(s) in {HOST}'s tapio_nats_servers / tapio_nats_url carry credentials")
+
+
+def test_url_credentials_are_found_for_hiding() -> None:
+    inputs = {"tapio_nats_servers": ["nats://u:pw@a:4222", "nats://b:4222"], "tapio_nats_url": "tls://tok@c:4222"}
+    assert ti.url_credentials(inputs) == ["u:pw", "tok"]
+    assert ti.url_credentials({"tapio_nats_servers": "nats://a:4222,nats://u:pw@b:4222"}) == ["u:pw"]
+    assert ti.url_credentials({"tapio_nats_servers": None}) == []
+
+
+# -- names, subjects and URLs ----------------------------------------------------------------
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"tapio_namespace": "Tapio_Prod"}, "namespace=Tapio_Prod"),
+    ({"tapio_pipeline": {"name": "Pipeline", "container": "pipeline"}}, "pipeline=Pipeline"),
+    ({"tapio_collectors": [{**COLLECTORS[0], "name": "Bad_Name"}]}, "not DNS-1123 labels=['Bad_Name']"),
+    ({"tapio_collectors": [{**COLLECTORS[0], "subject_prefix": "tapio.events.*"}]}, "no wildcards)=['tapio.events.*']"),
+    ({"tapio_collectors": [{**COLLECTORS[0], "subject_prefix": "tapio..k8s"}]}, "no wildcards)=['tapio..k8s']"),
+    ({"tapio_collectors": [COLLECTORS[0], COLLECTORS[0]]}, "collector names must be unique"),
+    ({"tapio_collectors": []}, "collector names must be unique"),
+    ({"tapio_nats_servers": ["http://127.0.0.1:4222"]}, "NATS servers not nats:// or tls:// URLs=['http://127.0.0.1:4222']"),
+    ({"tapio_nats_servers": ["nats://127.0.0.1:4222/x"]}, "tls:// URLs=['nats://127.0.0.1:4222/x']"),
+    ({"tapio_nats_servers": []}, "NATS servers not nats:// or tls:// URLs=[]"),
+])
+def test_bad_names_subjects_and_urls(changes: dict[str, Any], message: str) -> None:
+    found = only(problems(**changes))
+    assert found.startswith(f"Invalid inventory for {HOST}: namespace=") and message in found
+
+
+def test_the_names_message_lists_every_bad_name() -> None:
+    found = only(problems(tapio_collectors=[{**COLLECTORS[0], "name": "A"}, {**COLLECTORS[1], "name": "B"}]))
+    assert ("collector names that are not DNS-1123 labels=['A', 'B'], subject prefixes that are not NATS subject "
+            "tokens (a.b.c, no wildcards)=[], collector names must be unique, NATS servers not nats:// or tls:// "
+            "URLs=[]") in found
+
+
+# -- NATS users --------------------------------------------------------------------------------
+USERS = {"tapio_nats_component_users": True}
+
+
+def test_every_workload_needs_a_password_with_component_users() -> None:
+    found = only(problems(with_password=["tapio-pipeline"], **USERS))
+    assert found.startswith(f"Invalid NATS users for {HOST}: tapio_nats_component_users needs a password")
+    assert "(missing: tapio-k8s-collector, tapio-systemd-collector)" in found
+    assert problems(**USERS) == []
+
+
+@pytest.mark.parametrize("changes", [{}, {"tapio_nats_component_users": "false"},
+                                     {**USERS, "tapio_nats_install": False}])
+def test_passwords_are_not_needed_without_component_users_or_without_the_install(changes: dict[str, Any]) -> None:
+    assert problems(with_password=[], **changes) == []
+
+
+@pytest.mark.parametrize(("password", "ok"), [("p@ss/word", False), ("two words", False), ("Abc.1_~-z", True),
+                                              ("", True), (None, True)])
+def test_route_password_characters(password: str | None, ok: bool) -> None:
+    found = problems(tapio_nats_route_password=password) if password is not None else problems()
+    if ok:
+        assert found == []
+    else:
+        assert "(missing: none); tapio_nats_route_password may hold only letters, digits and . _ ~ -" in only(found)
+
+
+# -- kubeconfig --------------------------------------------------------------------------------
+def test_kubeconfig_must_exist_when_set(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    assert only(problems(tapio_kubeconfig=str(missing))) == (
+        f"tapio_kubeconfig {missing} does not exist (for the lab: scripts/lab up)")
+    assert problems(tapio_kubeconfig=None) == []
+
+
+def test_kubeconfig_path_is_expanded_but_named_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert only(problems(tapio_kubeconfig="~/.kube/config")).startswith("tapio_kubeconfig ~/.kube/config does not")
+    (tmp_path / ".kube").mkdir()
+    (tmp_path / ".kube" / "config").write_text("")
+    assert problems(tapio_kubeconfig="~/.kube/config") == []
+
+
+# -- several problems at once --------------------------------------------------------------------
+def test_every_problem_is_reported_in_order() -> None:
+    found = problems(running="2.18.0", with_password=[], tapio_namespace="Tapio_Prod", tapio_nats_reach="kubernetes",
+                     tapio_nats_kube_selector="a=b", tapio_nats_kube_service="nats",
+                     tapio_nats_url="nats://u:p@tapio-nats:4222", tapio_nats_route_password="a/b",
+                     tapio_kubeconfig="/nonexistent/kubeconfig", **USERS)
+    assert [problem.split(" ")[0] for problem in found] == [
+        "ansible-core", "Invalid", "1", "Invalid", "Invalid", "tapio_kubeconfig"]
+    assert "Invalid NATS reach" in found[1] and "namespace=Tapio_Prod" in found[3]
+    assert "missing: tapio-pipeline, tapio-k8s-collector, tapio-systemd-collector" in found[4]
+
+
+# -- the module, run as the action plugin runs it ----------------------------------------------
+action = load_file("tapio_test_action_plugin_inputs", REPO_ROOT / "plugins" / "action" / "tapio_migration.py")
+inputs_module = load_file("tapio_test_library_inputs", REPO_ROOT / "library" / "tapio_inputs.py")
+MODULE_ARGS = {"host": HOST, "namespace": "tapio", "pipeline": GOOD["tapio_pipeline"], "collectors": COLLECTORS,
+               "nats_servers": GOOD["tapio_nats_servers"], "nats_component_password_names": WORKLOADS}
+
+
+def run(args: dict[str, Any], check: bool = False) -> dict[str, Any]:
+    payload = {"ANSIBLE_MODULE_ARGS": {**args, "_ansible_check_mode": check, "_ansible_verbosity": 3}}
+    return json.loads(action.run_module_in_process(inputs_module, json.dumps(payload).encode()))
+
+
+def test_module_passes_good_input_in_check_mode_too() -> None:
+    for check in (False, True):
+        result = run(MODULE_ARGS, check=check)
+        assert not result.get("failed") and result["changed"] is False and result["ansible_version"], result
+
+
+def test_module_reports_every_problem_one_a_line() -> None:
+    result = run({**MODULE_ARGS, "namespace": "Tapio_Prod", "kubeconfig": "/nonexistent/kubeconfig",
+                  "nats_component_users": "yes", "nats_component_password_names": ["tapio-pipeline"]})
+    assert result["failed"] is True
+    lines = result["msg"].split("\n")
+    assert len(lines) == 3 and "namespace=Tapio_Prod" in lines[0]
+    assert "missing: tapio-k8s-collector, tapio-systemd-collector" in lines[1]
+    assert lines[2] == "tapio_kubeconfig /nonexistent/kubeconfig does not exist (for the lab: scripts/lab up)"
+
+
+def test_module_hides_url_credentials_and_the_route_password() -> None:
+    result = run({**MODULE_ARGS, "nats_servers": ["http://user:s3cret@127.0.0.1:4222"], "nats_route_password": "r/oute"})
+    text = json.dumps(result)
+    assert "s3cret" not in text and "r/oute" not in text
+    assert "NATS servers not nats:// or tls:// URLs=['http://********@127.0.0.1:4222']" in result["msg"]
+    assert "1 NATS URL(s) in lab's tapio_nats_servers / tapio_nats_url carry credentials" in result["msg"]
