@@ -75,12 +75,16 @@ def test_role_applies_layout_idempotently_and_keeps_gave_up_events(layout, tmp_p
     layout["nats_streams_advisories_enabled"] = not existing
     checked = play(layout, tmp_path, "--check", "--diff")
     assert checked.returncode == 0, checked.stdout[-3000:]
-    assert recap_changed(checked.stdout) == 2 and stream_info(events) is None, "check mode must create nothing"
+    # One task (nats_jetstream) would change, showing one diff per object it would create.
+    assert recap_changed(checked.stdout) == 1 and stream_info(events) is None, "check mode must create nothing"
+    would = re.findall(r"^\+\+\+ after: (.+)$", checked.stdout, re.M)
+    assert would == ([f"stream {events}"] + ([] if existing else [f"stream {advisories}"])
+                     + [f"consumer {events}/tapio-pipeline", f"consumer {events}/flaky"]), would
 
     first = play(layout, tmp_path)
     assert first.returncode == 0, first.stdout[-3000:]
-    assert recap_changed(first.stdout) == 2  # the streams task and the consumers task
-    assert ("item=" + layout["nats_streams_advisories_stream"]["name"] in first.stdout) is not bool(existing)
+    assert recap_changed(first.stdout) == 1  # the streams and consumers task
+    assert (stream_info(layout["nats_streams_advisories_stream"]["name"]) is not None) is not bool(existing)
 
     again = play(layout, tmp_path, "-vvv")
     assert again.returncode == 0, again.stdout[-3000:]
@@ -135,11 +139,12 @@ def test_the_shared_names_rename_exactly_the_stream_and_consumer(renamed, nats_l
     defaults = yaml.safe_load((REPO_ROOT / "roles/nats_streams/defaults/main.yml").read_text())
     extra = {**renamed, "nats_streams_advisories_enabled": False,
              "nats_streams_events_stream": {**defaults["nats_streams_events_stream"], "max_bytes": "64MB"}}
-    first = play(extra, tmp_path)
+    first = play(extra, tmp_path, "--diff")
     assert first.returncode == 0, first.stdout[-3000:]
-    assert recap_changed(first.stdout) == 2, first.stdout[-3000:]  # the streams task and the consumers task
-    items = re.findall(r"^(?:ok|changed): \[lab\] => \(item=([^)]+)\)", first.stdout, re.M)
-    assert items == [stream, f"{stream}/{consumer}"], items
+    assert recap_changed(first.stdout) == 1, first.stdout[-3000:]  # the streams and consumers task
+    # Exactly the renamed stream and its consumer were created (one diff each).
+    created = re.findall(r"^\+\+\+ after: (.+)$", first.stdout, re.M)
+    assert created == [f"stream {stream}", f"consumer {stream}/{consumer}"], created
 
     config = stream_info(stream)["config"]
     assert config["subjects"] == [subject]
