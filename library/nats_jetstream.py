@@ -173,8 +173,8 @@ def summary(done: dict[str, Any]) -> dict[str, Any]:
              if result.get("changed") and result.get("diff")]
     results = {kind: {key: {k: v for k, v in result.items() if k != "diff"} for key, result in done[kind].items()}
                for kind in ("streams", "consumers")}
-    return {"changed": bool(diffs) or any(r.get("changed") for kind in results.values() for r in kind.values()),
-            **results, "diff": diffs}
+    return {"changed": any(r.get("changed") for kind in results.values() for r in kind.values()), **results,
+            "diff": diffs}
 
 
 def main() -> None:
