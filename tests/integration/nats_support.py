@@ -189,3 +189,23 @@ def account_snapshot(nats_lab: Any, prefix: str = "") -> dict[str, Any]:
 def changed_keys(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     """Keys whose values differ between a diff's before and after."""
     return sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+
+
+async def fetch_served(sub: Any, batch: int, timeout: float, settle: float = 10.0) -> list[Any]:
+    """`sub.fetch`, waiting out a consumer not served yet: right after it is created (or its
+    leader moved) a pull request can meet no responder, which nats-py raises as 503
+    ServiceUnavailableError. The cluster is allowed that blink; a consumer that stays
+    unserved for `settle` seconds is a failure."""
+    import asyncio
+
+    from nats.js.errors import ServiceUnavailableError
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settle
+    while True:
+        try:
+            return await sub.fetch(batch, timeout=timeout)
+        except ServiceUnavailableError:
+            if loop.time() >= deadline:
+                raise
+            await asyncio.sleep(0.2)

@@ -22,6 +22,7 @@ from kubernetes.client.rest import ApiException
 from nats.js.api import StorageType, StreamConfig
 
 from conftest import REPO_ROOT, KubeLab, NatsLab
+from nats_support import fetch_served
 
 pytestmark = pytest.mark.integration
 
@@ -220,7 +221,7 @@ async def _replicated_stream_roundtrip(lab: NatsLab) -> None:
         sub = await js.pull_subscribe(f"labtest.{name}.>", durable=None, stream=name)
         got: list[bytes] = []
         while len(got) < len(sent):
-            for msg in await sub.fetch(len(sent) - len(got), timeout=5):
+            for msg in await fetch_served(sub, len(sent) - len(got), timeout=5):
                 got.append(msg.data)
                 await msg.ack()
         assert got == sent

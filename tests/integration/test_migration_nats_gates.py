@@ -22,6 +22,7 @@ from nats.js.api import AckPolicy
 
 from conftest import KubeLab, NatsLab
 from migration_lab import COLLECTORS, MigrationLab, make_lab
+from nats_support import fetch_served
 
 pytestmark = pytest.mark.integration
 
@@ -198,7 +199,7 @@ async def _ack_everything(nats_lab: NatsLab, stream: str, consumer: str) -> int:
         sub = await js.pull_subscribe_bind(consumer, stream)
         while (await js.consumer_info(stream, consumer)).num_pending > 0 or acked == 0:
             try:
-                messages = await sub.fetch(500, timeout=2)
+                messages = await fetch_served(sub, 500, timeout=2)
             except nats.errors.TimeoutError:
                 break
             for message in messages:

@@ -25,6 +25,7 @@ from typing import Any, Callable
 import nats
 import nats.errors
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
+from nats.js.errors import ServiceUnavailableError
 
 from conftest import VENV_BIN
 
@@ -260,6 +261,9 @@ class PipelineStandIn(Background):
                 try:
                     messages = await sub.fetch(200, timeout=0.5)
                 except nats.errors.TimeoutError:
+                    continue
+                except ServiceUnavailableError:  # consumer not served yet (or its leader moved)
+                    await asyncio.sleep(0.2)
                     continue
                 for message in messages:
                     await message.ack_sync()
