@@ -82,6 +82,13 @@ options:
     type: list
     elements: str
     default: []
+  replay_canaries:
+    description:
+      - Canary mode - once acknowledged (O(consumer)), read the canaries back from the stream from
+        their first sequence, as O(mode=replay) with O(expect_ids) set to their ids does, in the same
+        connection; the result's C(replay) holds what that returns. The replay is capped at O(replay_max).
+    type: bool
+    default: false
   publisher:
     description: Publishing method in throughput mode.
     type: str
@@ -112,6 +119,13 @@ EXAMPLES = r"""
     consumer: tapio-pipeline
     wait_timeout: 120
   register: canary
+
+- name: The same, then read them back from the stream in the same connection
+  ansible.legacy.nats_probe:
+    stream: TAPIO_EVENTS
+    subjects: [tapio.events.k8s.default.probe]
+    consumer: tapio-pipeline
+    replay_canaries: true
 
 - name: Replay the canaries without touching durable consumers
   ansible.legacy.nats_probe:
@@ -154,6 +168,10 @@ consumer:
   description: The consumer's state at the end of the wait.
   returned: canary mode with consumer
   type: dict
+replay:
+  description: What reading the canaries back returned (replayed, events, missing_ids, first_seq, last_seq).
+  returned: canary mode with O(replay_canaries)
+  type: dict
 replayed:
   description: Number of events replayed.
   returned: replay mode
@@ -173,7 +191,7 @@ import base64
 import json
 import secrets
 import time
-from typing import Any
+from typing import Any, Optional
 
 from ansible.module_utils.tapio_nats import JetStreamApi, NatsModuleError, nats_module, run_with_connection
 from ansible.module_utils.tapio_nats_config import subject_is_within, subjects_overlap
@@ -198,6 +216,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "replay_subject": {"type": "str"},
     "replay_max": {"type": "int", "default": 1000},
     "expect_ids": {"type": "list", "elements": "str", "default": []},
+    "replay_canaries": {"type": "bool", "default": False},
     "publisher": {"type": "str", "choices": ["windowed", "one_at_a_time"], "default": "windowed"},
     "window": {"type": "int", "default": 500},
     "msg_id": {"type": "bool", "default": True},
@@ -224,12 +243,15 @@ async def read_back(api: JetStreamApi, stream: str, seq: int) -> dict[str, Any]:
 
 async def wait_for_consumer(module: Any, api: JetStreamApi, stream: str, last_seq: int) -> tuple[bool, dict[str, Any]]:
     deadline = time.monotonic() + module.params["wait_timeout"]
+    # A running consumer acks within milliseconds: look again soon, then back off to wait_sleep.
+    pause = min(0.05, module.params["wait_sleep"])
     while True:
         info = await api.consumer_info(stream, module.params["consumer"]) or {}
         if ack_floor_passed(info, last_seq) or time.monotonic() >= deadline:
             view = {k: info.get(k) for k in ("num_pending", "num_ack_pending", "num_redelivered", "ack_floor", "delivered")}
             return ack_floor_passed(info, last_seq), view
-        await asyncio.sleep(module.params["wait_sleep"])
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, module.params["wait_sleep"])
 
 
 async def canary(module: Any, nc: Any, api: JetStreamApi) -> dict[str, Any]:
@@ -272,6 +294,14 @@ async def canary(module: Any, nc: Any, api: JetStreamApi) -> dict[str, Any]:
                 f"consumer {params['consumer']} did not acknowledge the canaries (up to stream seq "
                 f"{result['last_seq']}) within {params['wait_timeout']}s; ack floor is {view.get('ack_floor')}",
                 result)
+    if params["replay_canaries"]:
+        # The same connection reads them back from the stream (an ordered consumer of its own).
+        read_back_params = {**params, "replay_start_seq": result["first_seq"], "replay_start_time": None,
+                            "replay_subject": None, "expect_ids": [e["id"] for e in events]}
+        try:
+            result["replay"] = await replay(module, nc, api, read_back_params)
+        except NatsModuleError as exc:
+            raise NatsModuleError(f"canaries acknowledged, but the {exc}", {**result, "replay": exc.result}) from exc
     return result
 
 
@@ -293,10 +323,10 @@ async def remove_ordered_consumer(api: JetStreamApi, stream: str, sub: Any) -> N
         pass
 
 
-async def replay(module: Any, nc: Any, api: JetStreamApi) -> dict[str, Any]:
+async def replay(module: Any, nc: Any, api: JetStreamApi, params: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     from nats.js.api import ConsumerConfig  # imported lazily: the module_utils import guard runs first
 
-    params = module.params
+    params = params or module.params
     info = await require_stream(api, params["stream"], [params["replay_subject"]] if params["replay_subject"] else [])
     last_seq = int(info["state"].get("last_seq", 0))
     subject = params["replay_subject"] or ">"

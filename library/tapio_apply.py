@@ -38,7 +38,9 @@ options:
         object itself (an entry with C(apiVersion) and C(kind));
         C(wait) true to wait for its rollout; C(optional) true to skip it, reported as
         C(skipped), when the API server does not serve its kind (a CRD not installed);
-        C(hint) a sentence added to the message when the object is refused.
+        C(hint) a sentence added to the message when the object is refused;
+        C(create_only) true to create it (a plain create, not an apply) only when it does not
+        exist and leave an existing one exactly as it is.
     type: list
     elements: dict
     required: true

@@ -149,6 +149,17 @@ class Applier:
             query.append(("dryRun", "All"))
         return self.kube.request("PATCH", path, body=obj, content_type=APPLY_PATCH, query=query) or {}
 
+    def create(self, path: str, obj: dict[str, Any], dry_run: bool) -> dict[str, Any]:
+        """A plain create (POST to the collection), as kubectl create makes it: no apply
+        ownership of its fields, so later writers own what they change."""
+        query = [("dryRun", "All")] if dry_run else []
+        return self.kube.request("POST", path.rsplit("/", 1)[0], body=obj, query=query) or {}
+
+    def write(self, entry: dict[str, Any], dry_run: bool) -> dict[str, Any]:
+        if entry.get("create_only"):
+            return self.create(entry["path"], entry["desired"], dry_run)
+        return self.ssa(entry["path"], entry["desired"], dry_run)
+
     def plan(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Per object: its path, live and dry-run answer, and the operation it needs.
 
@@ -181,6 +192,12 @@ class Applier:
         entry["path"] = path
         live = self.kube.request("GET", path, not_found_ok=True)
         entry["live"] = live
+        if item.get("create_only"):
+            entry["create_only"] = True
+            if live is not None:
+                # Created when missing, never changed: whatever happened to it since is kept.
+                entry.update(operation="none", after=live, reason="exists; create_only leaves it as it is")
+                return entry
         problem = claims_problem(live, desired, entry["hint"])
         if problem:
             raise ApplyError(problem)
@@ -192,7 +209,7 @@ class Applier:
                          reason=f"namespace {namespace} does not exist yet (not dry-run)")
             return entry
         try:
-            after = self.ssa(path, desired, dry_run=True)
+            after = self.write(entry, dry_run=True)
         except KubeError as error:
             if error.status == 404 and live is None and self.check_mode:
                 # Its namespace is created earlier in this run (another role, check mode).
@@ -218,7 +235,7 @@ class Applier:
             return
         for entry in planned:
             if entry["operation"] in ("create", "update"):
-                entry["after"] = self.ssa(entry["path"], entry["desired"], dry_run=False)
+                entry["after"] = self.write(entry, dry_run=False)
                 self.log(f"{entry['operation']}d {entry['label']}")
 
 

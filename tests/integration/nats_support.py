@@ -209,3 +209,23 @@ async def fetch_served(sub: Any, batch: int, timeout: float, settle: float = 10.
             if loop.time() >= deadline:
                 raise
             await asyncio.sleep(0.2)
+
+
+async def publish_served(js: Any, subject: str, payload: bytes, headers: dict[str, str], settle: float = 10.0) -> Any:
+    """`js.publish`, waiting out a stream not served yet: right after it is created its
+    subjects' interest may not have reached the server the client is connected to, which
+    nats-py raises as NoStreamResponseError. A retry is safe with a Nats-Msg-Id (the stream
+    drops a duplicate); a stream still unserved after `settle` seconds is a failure."""
+    import asyncio
+
+    from nats.js.errors import NoStreamResponseError
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settle
+    while True:
+        try:
+            return await js.publish(subject, payload, headers=headers)
+        except NoStreamResponseError:
+            if loop.time() >= deadline:
+                raise
+            await asyncio.sleep(0.2)

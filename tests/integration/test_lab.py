@@ -22,7 +22,7 @@ from kubernetes.client.rest import ApiException
 from nats.js.api import StorageType, StreamConfig
 
 from conftest import REPO_ROOT, KubeLab, NatsLab
-from nats_support import fetch_served
+from nats_support import fetch_served, publish_served
 
 pytestmark = pytest.mark.integration
 
@@ -210,7 +210,7 @@ async def _replicated_stream_roundtrip(lab: NatsLab) -> None:
                                          storage=StorageType.FILE))
         sent = [f"event-{i}".encode() for i in range(50)]
         for i, payload in enumerate(sent):
-            ack = await js.publish(f"labtest.{name}.e", payload, headers={"Nats-Msg-Id": f"{name}-{i}"})
+            ack = await publish_served(js, f"labtest.{name}.e", payload, {"Nats-Msg-Id": f"{name}-{i}"})
             assert ack.stream == name and ack.seq == i + 1
         # A republished id inside the duplicate window is not stored twice.
         dup = await js.publish(f"labtest.{name}.e", b"again", headers={"Nats-Msg-Id": f"{name}-0"})

@@ -72,13 +72,15 @@ def test_info_through_ansible_in_check_mode_reports_missing_stream(nats_lab, str
 
 def test_canary_is_stored_and_acknowledged_by_the_durable_consumer(stream):
     consumer(stream, "e2e", filter_subject=f"{stream}.canary.>", deliver_policy="new")
+    durables = consumer_names(stream)
     acker = subprocess.Popen(  # an independent client plays the pipeline: fetch and ack 3 events
         [str(natscli_path()), "--server", AUTH["servers"][0], "--user", AUTH["user"], "--password", SECRET,
          "--timeout", "30s", "consumer", "next", stream, "e2e", "--count", "3", "--ack"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         result = run_module("nats_probe", {"stream": stream, "subjects": [f"{stream}.canary.k8s", f"{stream}.canary.ebpf"],
-                                           "count": 3, "consumer": "e2e", "wait_timeout": 30, "wait_sleep": 0.2})
+                                           "count": 3, "consumer": "e2e", "wait_timeout": 30, "wait_sleep": 0.2,
+                                           "replay_canaries": True})
     finally:
         acker.terminate()  # it has acked (or the assertions below say why not); do not wait for --wait
         acker.wait(timeout=10)
@@ -89,6 +91,11 @@ def test_canary_is_stored_and_acknowledged_by_the_durable_consumer(stream):
     assert all(re.fullmatch(r"[0-9a-f]{32}", e["id"]) for e in events)
     assert [e["seq"] for e in events] == list(range(result["first_seq"], result["last_seq"] + 1))
     assert consumer_info(stream, "e2e")["ack_floor"]["stream_seq"] >= result["last_seq"]
+    # Read back after the acks, in the same call, by a consumer of the probe's own (gone after).
+    replay = result["replay"]
+    assert replay["missing_ids"] == [] and replay["first_seq"] == result["first_seq"]
+    assert [e["id"] for e in replay["events"]][:3] == [e["id"] for e in events]
+    assert consumer_names(stream) == durables
 
     stored = json.loads(natscli("stream", "get", stream, str(events[1]["seq"]), "--json").stdout)
     body = json.loads(base64.b64decode(stored["data"]))
@@ -126,6 +133,12 @@ def test_replay_reads_back_without_disturbing_durable_consumers(stream):
     assert not by_time["failed"] and [e["id"] for e in by_time["events"]] == ids and since["seq"] == by_time["first_seq"]
 
     assert consumer_names(stream) == durables, "the replay's ephemeral consumer must be gone"
+
+    # Canaries read back in the same call, capped below their number: the missing ids are named.
+    capped = run_module("nats_probe", {"stream": stream, "subjects": [f"{stream}.replay.y"], "count": 3,
+                                       "replay_canaries": True, "replay_max": 1})
+    assert capped["failed"] and "canaries acknowledged, but the replay from" in capped["msg"]
+    assert len(capped["replay"]["missing_ids"]) == 2 and capped["stored"] is True
     for name, info in before.items():
         after = consumer_info(stream, name)
         for key in ("delivered", "ack_floor", "num_ack_pending", "num_redelivered"):

@@ -174,3 +174,24 @@ def test_no_log_values_are_the_secrets_values_but_not_user_names() -> None:
               "stringData": {"token": "tok-123", "admin.username": "admin"}}
     values = apply.secret_values([{"definition": secret}, {"definition": statefulset()}])
     assert values == {"c2VjcmV0LXB3", "secret-pw", "tok-123"}
+
+
+def test_create_only_keeps_an_existing_object_without_a_dry_run_or_write() -> None:
+    moved = live(statefulset())
+    moved["spec"]["replicas"] = 5  # changed since it was created: kept as it is
+    kube = FakeKube({STS_PATH: moved})
+    applier = apply.Applier(kube, "tapio", False, print)
+    planned = applier.plan([{"definition": statefulset(), "create_only": True}])
+    applier.apply(planned)
+    assert planned[0]["operation"] == "none" and planned[0]["after"]["spec"]["replicas"] == 5
+    assert [r for r in kube.requests if r[0] != "GET"] == []
+
+
+def test_create_only_creates_a_missing_object_with_a_plain_create() -> None:
+    kube = FakeKube({})
+    applier = apply.Applier(kube, "tapio", False, print)
+    planned = applier.plan([{"definition": statefulset(), "create_only": True}])
+    assert planned[0]["operation"] == "create"
+    applier.apply(planned)
+    collection = STS_PATH.rsplit("/", 1)[0]
+    assert [r for r in kube.requests if r[0] != "GET"] == [("POST", collection, True), ("POST", collection, False)]
