@@ -6,8 +6,8 @@
 #   3. migrate.yml --check --diff
 #   4. rollback.yml -e tapio_rollback_mode=restore
 # and the ratios of 2 and 3 to 1, and the number of tasks each run executed. The machine's
-# load moves a run by a second or more: TAPIO_BENCH_REPEAT=N (default 3) runs 2 and 3 N times
-# each and the ratios use their medians.
+# load moves a run by a second or more: TAPIO_BENCH_REPEAT=N (default 3) runs 1 (each from a
+# freshly reset lab), 2 and 3 N times each and the ratios use their medians.
 # Uses whatever lab TAPIO_LAB_STATE/TAPIO_LAB_PORT_OFFSET point at; resets it first and
 # leaves it rolled back. Extra arguments go to every ansible-playbook run.
 set -euo pipefail
@@ -34,19 +34,21 @@ extra=("$@")
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/{print $2}') GiB RAM"
 echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo '?'); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 scripts/lab up >"$log/up.log" 2>&1
-scripts/lab reset >"$log/reset.log" 2>&1
 repeat=${TAPIO_BENCH_REPEAT:-3}
-run first migrate.yml
+firsts=()
+for i in $(seq "$repeat"); do
+  scripts/lab reset >"$log/reset$i.log" 2>&1
+  run "first$i" migrate.yml; firsts+=("${took[first$i]}")
+done
 reruns=() checks=()
 for i in $(seq "$repeat"); do run "rerun$i" migrate.yml; reruns+=("${took[rerun$i]}"); done
 for i in $(seq "$repeat"); do run "check$i" migrate.yml --check --diff; checks+=("${took[check$i]}"); done
 run rollback rollback.yml -e tapio_rollback_mode=restore
-python3 - "${took[first]}" "${reruns[*]}" "${checks[*]}" <<'PY'
+python3 - "${firsts[*]}" "${reruns[*]}" "${checks[*]}" <<'PY'
 import statistics
 import sys
-first = float(sys.argv[1])
-rerun, check = (statistics.median(map(float, arg.split())) for arg in sys.argv[2:])
-print(f"median re-run {rerun:.1f} s, median check {check:.1f} s")
+first, rerun, check = (statistics.median(map(float, arg.split())) for arg in sys.argv[1:])
+print(f"median first run {first:.1f} s, median re-run {rerun:.1f} s, median check {check:.1f} s")
 print(f"re-run / first run: {100 * rerun / first:.0f} %   check / first run: {100 * check / first:.0f} %")
 PY
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"

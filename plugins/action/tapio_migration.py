@@ -45,8 +45,11 @@ MODULE_UTILS_DIR = REPO_ROOT / "module_utils"
 PROJECT_MODULE_UTILS = (
     "tapio_http", "tapio_nats_config", "tapio_nats", "tapio_nats_probe", "tapio_nats_health", "tapio_kube",
     "tapio_inputs", "tapio_kube_forward", "tapio_nats_session", "tapio_workload", "tapio_stream_health",
-    "tapio_lease", "tapio_engine", "tapio_timeline", "tapio_apply", "tapio_tls", "tapio_jetstream",
+    "tapio_lease", "tapio_engine", "tapio_timeline", "tapio_apply", "tapio_jetstream",
 )
+# Loaded only for the module that needs them: tapio_tls imports cryptography's x509 (50 ms),
+# which no migrate or rollback task uses.
+MODULE_UTILS_OF_ONE_MODULE = {"tapio_tls_certificates": ("tapio_tls",)}
 
 
 def _load(name: str, path: Path) -> ModuleType:
@@ -69,7 +72,11 @@ def _preload() -> None:
     """Import the project's module_utils (and with them kubernetes and nats-py) once, in the
     controller, before any worker forks. A missing library is not an error here: the module
     reports it with its own message when it runs."""
-    for util in PROJECT_MODULE_UTILS:
+    _load_module_utils(PROJECT_MODULE_UTILS)
+
+
+def _load_module_utils(names: tuple[str, ...]) -> None:
+    for util in names:
         path = MODULE_UTILS_DIR / f"{util}.py"
         if path.exists():
             with contextlib.suppress(Exception):
@@ -115,6 +122,7 @@ class ActionModule(ActionBase):
         path = LIBRARY_DIR / f"{name}.py"
         if not path.exists():
             raise AnsibleError(f"no module {name} in {LIBRARY_DIR}")
+        _load_module_utils(MODULE_UTILS_OF_ONE_MODULE.get(name, ()))
         module = _load(f"tapio_in_process_library.{name}", path)
 
         module_args = dict(self._task.args)

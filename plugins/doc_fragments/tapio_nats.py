@@ -14,7 +14,10 @@ class ModuleDocFragment:
     DOCUMENTATION = r"""
 options:
   servers:
-    description: NATS server URLs; each is tried (twice) before the module fails naming them and the cause.
+    description:
+      - NATS server URLs (C(nats://) or C(tls://), the client port); each is tried (twice) before the module
+        fails naming them and the cause.
+      - WebSocket URLs (C(ws://), C(wss://)) are refused with a message.
     type: list
     elements: str
     default: [nats://127.0.0.1:4222]
