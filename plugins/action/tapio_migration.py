@@ -33,8 +33,9 @@ from ansible.errors import AnsibleError
 from ansible.module_utils import _internal as module_utils_internal
 from ansible.module_utils import basic
 from ansible.module_utils.common import warnings as module_warnings
-from ansible.module_utils.common.json import Direction, get_module_encoder
+from ansible.module_utils.common.json import Direction, get_module_decoder, get_module_encoder
 from ansible.plugins.action import ActionBase
+from ansible.plugins.loader import filter_loader, lookup_loader, test_loader
 from ansible.vars.clean import remove_internal_keys
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -73,6 +74,21 @@ def _preload() -> None:
     controller, before any worker forks. A missing library is not an error here: the module
     reports it with its own message when it runs."""
     _load_module_utils(PROJECT_MODULE_UTILS)
+    # Ansible loads Jinja test, filter and lookup plugins and the module JSON profiles on first
+    # use, and what a worker loads dies with it. Loaded here, before the forks, a `when: x is
+    # version(...)`, a template lookup or this plugin's own module call does not import them
+    # again in each task's worker (a re-run of migrate.yml: 62 imports in workers, was 211).
+    # Only under ansible-playbook or ansible: imported elsewhere (a unit test), the plugin
+    # loader has no collection finder and each get() would print a warning.
+    if "ansible_collections" not in sys.modules:
+        return
+    with contextlib.suppress(Exception):
+        test_loader.get("ansible.builtin.version")
+        filter_loader.get("ansible.builtin.combine")
+        lookup_loader.get("ansible.builtin.template")
+        lookup_loader.get("ansible.builtin.env")
+        get_module_encoder("legacy", Direction.CONTROLLER_TO_MODULE)
+        get_module_decoder("legacy", Direction.MODULE_TO_CONTROLLER)
 
 
 def _load_module_utils(names: tuple[str, ...]) -> None:
