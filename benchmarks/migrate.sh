@@ -5,9 +5,11 @@
 #   2. migrate.yml again (idempotent re-run, changed=0)
 #   3. migrate.yml --check --diff
 #   4. rollback.yml -e tapio_rollback_mode=restore
-# and the ratios of 2 and 3 to 1, and the number of tasks each run executed. The machine's
-# load moves a run by a second or more: TAPIO_BENCH_REPEAT=N (default 3) runs 1 (each from a
-# freshly reset lab), 2 and 3 N times each and the ratios use their medians.
+# and the ratios of 2 and 3 to 1, the CPU time each run used (ansible-playbook and its workers,
+# user + system), and the number of tasks each run executed. The machine's speed drifts (the
+# lab's own servers share its cores): TAPIO_BENCH_REPEAT=N (default 3) runs 1, 2 and 3 back to
+# back N times, each time from a freshly reset lab, so every ratio compares runs made under the
+# same conditions; the ratios printed are the medians of the N per-repetition ratios.
 # Uses whatever lab TAPIO_LAB_STATE/TAPIO_LAB_PORT_OFFSET point at; resets it first and
 # leaves it rolled back. Extra arguments go to every ansible-playbook run.
 set -euo pipefail
@@ -21,13 +23,25 @@ now() { date +%s.%N; }
 secs() { python3 -c "print(f'{$2 - $1:.1f}')"; }
 recap() { grep -E '^lab ' "$1" | tr -s ' ' | sed 's/^lab : //'; }
 tasks() { grep -cE '^(TASK|RUNNING HANDLER) \[' "$1" || true; }
-declare -A took
+declare -A took cpu
+# The calling shell's children's user + system seconds: the second line of `times` (e.g.
+# 0m3.1s 0m1.2s), written to a file, because in a pipe or $(...) it would be a subshell's own.
+children_cpu() {
+  times >"$log/times"
+  tail -1 "$log/times" | sed -E 's/([0-9]+)m([0-9.]+)s/\1 \2/g' | awk '{print $1 * 60 + $2 + $3 * 60 + $4}'
+}
 run() {  # name, then ansible-playbook arguments
   local name=$1; shift
   local t0 t1 rc=0
-  t0=$(now); ansible-playbook "$@" "${extra[@]}" >"$log/$name.log" 2>&1 || rc=$?; t1=$(now)
+  # CPU of the run alone: this subshell's only children are ansible-playbook (with its
+  # workers) and date.
+  read -r t0 t1 cpu[$name] < <(
+    t0=$(now); ansible-playbook "$@" "${extra[@]}" >"$log/$name.log" 2>&1 || echo "rc=$?" >"$log/$name.rc"
+    t1=$(now); children_cpu >"$log/$name.cpu"; echo "$t0 $t1 $(cat "$log/$name.cpu")")
+  [ -f "$log/$name.rc" ] && rc=$(cut -d= -f2 "$log/$name.rc")
   took[$name]=$(secs "$t0" "$t1")
-  printf '%-10s %7s s  %3s tasks  rc=%s  %s\n' "$name" "${took[$name]}" "$(tasks "$log/$name.log")" "$rc" "$(recap "$log/$name.log")"
+  printf '%-10s %7s s  %6.1f s CPU  %3s tasks  rc=%s  %s\n' "$name" "${took[$name]}" "${cpu[$name]}" \
+    "$(tasks "$log/$name.log")" "$rc" "$(recap "$log/$name.log")"
   [ "$rc" -eq 0 ] || { echo "$name failed, see $log/$name.log" >&2; exit "$rc"; }
 }
 extra=("$@")
@@ -35,21 +49,28 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo '?'); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 scripts/lab up >"$log/up.log" 2>&1
 repeat=${TAPIO_BENCH_REPEAT:-3}
-firsts=()
+rows=()
 for i in $(seq "$repeat"); do
   scripts/lab reset >"$log/reset$i.log" 2>&1
-  run "first$i" migrate.yml; firsts+=("${took[first$i]}")
+  run "first$i" migrate.yml
+  run "rerun$i" migrate.yml
+  run "check$i" migrate.yml --check --diff
+  rows+=("${took[first$i]},${took[rerun$i]},${took[check$i]},${cpu[first$i]},${cpu[rerun$i]},${cpu[check$i]}")
 done
-reruns=() checks=()
-for i in $(seq "$repeat"); do run "rerun$i" migrate.yml; reruns+=("${took[rerun$i]}"); done
-for i in $(seq "$repeat"); do run "check$i" migrate.yml --check --diff; checks+=("${took[check$i]}"); done
 run rollback rollback.yml -e tapio_rollback_mode=restore
-python3 - "${firsts[*]}" "${reruns[*]}" "${checks[*]}" <<'PY'
+python3 - "${rows[@]}" <<'PY'
 import statistics
 import sys
-first, rerun, check = (statistics.median(map(float, arg.split())) for arg in sys.argv[1:])
+rows = [tuple(map(float, arg.split(","))) for arg in sys.argv[1:]]
+median = lambda values: statistics.median(values)  # noqa: E731
+first, rerun, check = (median(row[i] for row in rows) for i in range(3))
 print(f"median first run {first:.1f} s, median re-run {rerun:.1f} s, median check {check:.1f} s")
-print(f"re-run / first run: {100 * rerun / first:.0f} %   check / first run: {100 * check / first:.0f} %")
+print("re-run / first run per repetition: " + ", ".join(f"{100 * r[1] / r[0]:.0f} %" for r in rows)
+      + "   check / first run: " + ", ".join(f"{100 * r[2] / r[0]:.0f} %" for r in rows))
+print(f"re-run / first run: {100 * median(r[1] / r[0] for r in rows):.0f} %   "
+      f"check / first run: {100 * median(r[2] / r[0] for r in rows):.0f} %   (medians of the repetitions)")
+print(f"CPU: first run {median(r[3] for r in rows):.1f} s, re-run {median(r[4] for r in rows):.1f} s, "
+      f"check {median(r[5] for r in rows):.1f} s (medians)")
 PY
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "logs: $log"
