@@ -93,8 +93,8 @@ from ansible.module_utils.tapio_jetstream import (
     ensure_stream_absent,
     ensure_stream_present,
 )
+from ansible.module_utils.tapio_jetstream_fields import desired_consumer_config, desired_stream_config
 from ansible.module_utils.tapio_nats import JetStreamApi, NatsModuleError, exit_with_result, nats_module, run_with_connection
-from ansible.module_utils.tapio_nats_config import desired_consumer_config, desired_stream_config
 
 ARGUMENT_SPEC: dict[str, Any] = {
     "streams": {"type": "list", "elements": "dict", "default": []},
@@ -105,7 +105,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
 
 class Entry:
     """One stream or consumer: validated options, desired config, and what the shared
-    functions read from a module (check_mode, warn, params["recreate"])."""
+    functions read from a module (check_mode, warn, params: recreate, force, protected)."""
 
     def __init__(self, module: Any, params: dict[str, Any], desired: dict[str, Any]) -> None:
         self.check_mode: bool = module.check_mode

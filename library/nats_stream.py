@@ -9,17 +9,30 @@ DOCUMENTATION = r"""
 module: nats_stream
 short_description: Create, update or delete a NATS JetStream stream
 description:
-  - Manages one JetStream stream through nats-py and the JetStream API.
-  - Reads the stream, normalises units (durations to nanoseconds, sizes to bytes) and the
-    server's defaults, compares only the options you set, then creates, updates or deletes.
-    A second run with the same options reports no change.
+  - Manages one JetStream stream through nats-py and the JetStream API; every field of
+    nats-server's stream configuration is an option (docs/modules.md lists them with the
+    release that added each and how the server lets it change).
+  - Reads the stream, normalises units (durations to nanoseconds, sizes to bytes, times to
+    UTC instants) and the server's defaults, compares only the options you set, then creates,
+    updates or deletes. A second run with the same options reports no change. An update sends
+    the live configuration with your options on top, so nothing you did not set changes.
+  - An option the connected server's version does not know is refused by name before any
+    change (servers from 2.12 refuse unknown fields).
   - Options the server cannot change on an existing stream (C(storage), C(retention) to or
-    from C(workqueue), turning off C(deny_delete)/C(deny_purge), C(mirror)) fail with the
-    field, the current and the requested value, unless O(recreate=true), which deletes the
-    stream and its stored messages first.
-  - Before any change it checks that the subjects do not overlap another stream's, that
-    O(replicas) does not exceed the cluster's JetStream peers, that O(duplicate_window) does
-    not exceed O(max_age) and that O(max_msg_size) does not exceed the server's max_payload.
+    from C(workqueue), turning off C(sealed), C(deny_delete), C(deny_purge),
+    C(allow_msg_ttl) or C(allow_msg_schedules), C(allow_msg_counter), C(persist_mode),
+    C(first_seq), changing C(mirror)) fail with the option, the current and the requested
+    value, unless O(recreate=true).
+  - A recreate deletes the stream and creates it from its live configuration with your
+    options on top, then creates each of its consumers again (the server deletes them with
+    the stream); it first checks that every consumer fits the new stream and refuses
+    otherwise. The result and the diff say what is lost (stored messages, each consumer's
+    delivery and ack state). If the new stream cannot be created the old one is put back.
+  - O(state=absent) refuses a stream that holds messages or consumers, naming the counts,
+    unless O(force=true); O(protected=true) refuses to delete or recreate it at all.
+  - Before any change it checks the name, that the subjects do not overlap another stream's,
+    that O(duplicate_window) does not exceed O(max_age), and the other rules the server
+    would refuse (mirror with subjects, discard_new_per_subject without discard new, ...).
   - Supports check mode (returns the would-be stream) and diff mode (before/after).
 version_added: "1.0.0"
 author: Tapio NATS migration toolkit
@@ -38,61 +51,56 @@ options:
     type: str
     choices: [present, absent]
     default: present
+  description:
+    description: Free text description.
+    type: str
   subjects:
-    description: Subjects the stream captures (wildcards C(*) and C(>) allowed).
+    description: Subjects the stream captures (wildcards C(*) and C(>) allowed); compared as a set.
     type: list
     elements: str
   retention:
-    description: Retention policy.
+    description: >-
+      Retention policy; V(limits) and V(interest) switch both ways, never to or from
+      V(workqueue).
     type: str
     choices: [limits, interest, workqueue]
-  storage:
-    description: Storage backend; cannot change after creation.
-    type: str
-    choices: [file, memory]
-  replicas:
-    description: Number of replicas (1 to the cluster's JetStream peers).
+  max_consumers:
+    description: Maximum consumers; V(-1) unlimited.
     type: int
-  max_age:
-    description:
-      - Maximum message age. A number of seconds or a duration such as V(90s), V(2m), V(1h30m), V(7d).
-      - V(0) means unlimited.
-    type: raw
-  max_bytes:
-    description: Maximum stream size in bytes, or a size such as V(10GB) (1024-based); V(-1) unlimited.
-    type: raw
   max_msgs:
     description: Maximum number of messages; V(-1) unlimited.
     type: int
+  max_bytes:
+    description: Maximum stream size in bytes, or a size such as V(10GB) (1024-based); V(-1) unlimited.
+    type: raw
+  max_age:
+    description: >-
+      Maximum message age: seconds or a duration such as V(90s), V(1h30m), V(7d); V(0)
+      unlimited.
+    type: raw
   max_msgs_per_subject:
     description: Maximum messages kept per subject; V(-1) unlimited.
     type: int
   max_msg_size:
-    description: Largest accepted message in bytes or a size such as V(1MB); must not exceed the server's max_payload.
+    description: Largest accepted message in bytes or a size such as V(1MB); V(-1) unlimited.
     type: raw
   discard:
     description: What to discard when a limit is reached.
     type: str
     choices: [old, new]
+  storage:
+    description: Storage backend; cannot change after creation.
+    type: str
+    choices: [file, memory]
+  replicas:
+    description: Number of replicas (1 to the cluster's JetStream peers; the server refuses more).
+    type: int
+  no_ack:
+    description: Do not acknowledge publishes.
+    type: bool
   duplicate_window:
-    description: Window in which C(Nats-Msg-Id) de-duplicates; a duration like O(max_age). Must not exceed O(max_age).
+    description: Window in which C(Nats-Msg-Id) de-duplicates, a duration; must not exceed O(max_age).
     type: raw
-  compression:
-    description: Storage compression.
-    type: str
-    choices: [none, s2]
-  allow_direct:
-    description: Allow direct get of messages from any replica.
-    type: bool
-  deny_delete:
-    description: Refuse message deletion; cannot be turned off once on.
-    type: bool
-  deny_purge:
-    description: Refuse purges; cannot be turned off once on.
-    type: bool
-  description:
-    description: Free text description.
-    type: str
   placement:
     description: Placement of the stream's replicas.
     type: dict
@@ -101,17 +109,18 @@ options:
         description: Cluster name.
         type: str
       tags:
-        description: Server tags the replicas must have.
+        description: Server tags the replicas must have; V([]) clears them.
         type: list
         elements: str
   mirror:
-    description: Make this stream a mirror of another stream; cannot change after creation.
+    description: >-
+      Make this stream a mirror of another stream. A mirror cannot change; V({}) removes it
+      (promotes the stream, nats-server 2.12 or later, the data is kept).
     type: dict
     suboptions: &source_options
       name:
         description: Source stream name.
         type: str
-        required: true
       opt_start_seq:
         description: First sequence to copy.
         type: int
@@ -121,31 +130,151 @@ options:
       filter_subject:
         description: Copy only this subject.
         type: str
+      subject_transforms:
+        description: Filter and rewrite subjects while copying. Needs nats-server 2.10.0 or later.
+        type: list
+        elements: dict
       external:
         description: Source in another JetStream domain or account.
         type: dict
         suboptions:
           api:
-            description: API prefix.
+            description: API prefix, for a domain C($JS.<domain>.API).
             type: str
           deliver:
             description: Delivery prefix.
             type: str
+      consumer:
+        description: >-
+          Source through a durable consumer of the source stream. Needs nats-server 2.14.0 or
+          later.
+        type: dict
+        suboptions:
+          name:
+            description: Durable consumer name. Needs nats-server 2.14.0 or later.
+            type: str
+          deliver_subject:
+            description: Its delivery subject. Needs nats-server 2.14.0 or later.
+            type: str
   sources:
-    description: Streams this stream aggregates (the plan's multi-region streams).
+    description: Streams this stream aggregates, matched by name.
     type: list
     elements: dict
     suboptions: *source_options
+  compression:
+    description: Storage compression. Needs nats-server 2.10.0 or later.
+    type: str
+    choices: [none, s2]
+  first_seq:
+    description: First sequence number; only at creation. Needs nats-server 2.10.0 or later.
+    type: int
+  subject_transform:
+    description: Rewrite the subjects of stored messages. Needs nats-server 2.10.0 or later.
+    type: dict
+    suboptions:
+      src:
+        description: Source subject (filter) of the transform. Needs nats-server 2.10.0 or later.
+        type: str
+      dest:
+        description: Destination subject of the transform. Needs nats-server 2.10.0 or later.
+        type: str
+  republish:
+    description: Republish stored messages to another subject.
+    type: dict
+    suboptions:
+      src:
+        description: Subjects to republish (default all).
+        type: str
+      dest:
+        description: Destination subject.
+        type: str
+      headers_only:
+        description: Republish headers only.
+        type: bool
+  allow_direct:
+    description: Allow direct get of messages from any replica.
+    type: bool
+  discard_new_per_subject:
+    description: Discard new messages per subject (needs O(discard=new) and O(max_msgs_per_subject)).
+    type: bool
+  sealed:
+    description: "Seal the stream: no more messages, deletes or purges; cannot be undone."
+    type: bool
+  deny_delete:
+    description: Refuse message deletion; cannot be turned off.
+    type: bool
+  deny_purge:
+    description: Refuse purges; cannot be turned off.
+    type: bool
+  allow_rollup_hdrs:
+    description: Allow the C(Nats-Rollup) header to replace a subject's messages.
+    type: bool
+  consumer_limits:
+    description: Limits every consumer of the stream must keep. Needs nats-server 2.10.0 or later.
+    type: dict
+    suboptions:
+      inactive_threshold:
+        description: Largest inactive threshold (duration). Needs nats-server 2.10.0 or later.
+        type: raw
+      max_ack_pending:
+        description: Largest max_ack_pending. Needs nats-server 2.10.0 or later.
+        type: int
+  allow_msg_ttl:
+    description: >-
+      Allow per-message TTLs (C(Nats-TTL) header); cannot be turned off. Needs nats-server
+      2.11.0 or later.
+    type: bool
+  subject_delete_marker_ttl:
+    description: >-
+      Leave a delete marker this long when max_age removes a subject's last message (duration).
+      Needs nats-server 2.11.0 or later.
+    type: raw
+  allow_msg_counter:
+    description: >-
+      A counter stream (C(Nats-Incr) header); cannot change after creation. Needs nats-server
+      2.12.0 or later.
+    type: bool
+  allow_atomic:
+    description: Allow atomic batch publish. Needs nats-server 2.12.0 or later.
+    type: bool
+  allow_msg_schedules:
+    description: Allow scheduled messages; cannot be turned off. Needs nats-server 2.12.0 or later.
+    type: bool
+  persist_mode:
+    description: >-
+      V(async) acknowledges before the write is flushed (file storage, one replica); cannot
+      change. Needs nats-server 2.12.0 or later.
+    type: str
+    choices: [default, async]
+  allow_batched:
+    description: Allow fast batch publish. Needs nats-server 2.14.0 or later.
+    type: bool
+  metadata:
+    description: >-
+      Your key/value metadata (the server's own C(_nats.*) keys are left alone). Needs
+      nats-server 2.10.0 or later.
+    type: dict
   recreate:
     description:
       - Delete and recreate the stream when an option that cannot change is requested.
-      - All stored messages are lost; the module warns when it does this.
+      - Its stored messages are lost; its consumers are created again without their delivery
+        and ack state. The module warns and returns what was lost.
+    type: bool
+    default: false
+  force:
+    description: With O(state=absent), delete the stream even when it holds messages or consumers.
+    type: bool
+    default: false
+  protected:
+    description:
+      - Refuse to delete (O(state=absent)) or recreate this stream, whatever O(force) and
+        O(recreate) say. The nats_streams role sets it on Tapio's events stream.
     type: bool
     default: false
 notes:
   - "Connection options: O(servers) (default from E(NATS_URL)), O(user), O(password), O(token),
     O(creds_file), O(nkey_seed), O(tls_ca_cert), O(tls_client_cert), O(tls_client_key),
-    O(tls_verify), O(connect_timeout), O(api_timeout); shared by every nats_* module, see
+    O(tls_verify), O(connect_timeout), O(api_timeout), O(domain); shared by every nats_* module, see
     docs/modules.md."
   - Check mode is supported; diff mode is supported.
 """
@@ -174,10 +303,27 @@ EXAMPLES = r"""
     storage: memory
     recreate: true
 
-- name: Delete a stream
+- name: A KV-shaped stream with per-message TTLs and metadata (nats-server 2.11 or later)
+  ansible.legacy.nats_stream:
+    name: TAPIO_STATE
+    subjects: ["tapio.state.>"]
+    max_msgs_per_subject: 1
+    allow_rollup_hdrs: true
+    allow_msg_ttl: true
+    subject_delete_marker_ttl: 15m
+    metadata:
+      owner: platform
+
+- name: Promote a mirror to a normal stream (nats-server 2.12 or later, keeps its data)
+  ansible.legacy.nats_stream:
+    name: TAPIO_EVENTS_DR
+    mirror: {}
+
+- name: Delete a stream even though it still holds messages
   ansible.legacy.nats_stream:
     name: TAPIO_SCRATCH
     state: absent
+    force: true
 """
 
 RETURN = r"""
@@ -191,7 +337,7 @@ operation:
   type: str
   sample: create
 changed_fields:
-  description: The options whose values differed from the server's.
+  description: The options whose values differed from the server's (option names, such as C(replicas)).
   returned: always
   type: list
   elements: str
@@ -213,8 +359,21 @@ stream:
       description: Leader and replicas with their currency and lag.
       type: dict
       returned: when present
+messages_lost:
+  description: Stored messages deleted by a recreate or a forced delete.
+  returned: when the stream was recreated or deleted
+  type: int
+consumers_recreated:
+  description: The consumers a recreate created again.
+  returned: when the stream was recreated
+  type: list
+  elements: str
+ack_state_lost:
+  description: Per consumer recreated, the delivery state it lost (num_pending, num_ack_pending, num_redelivered, ack_floor_stream_seq).
+  returned: when the stream was recreated
+  type: dict
 diff:
-  description: Configuration before and after (durations rendered), in diff mode only.
+  description: Configuration before and after (durations rendered); a recreate names what is lost in C(after_header). Diff mode only.
   returned: when diff mode is on
   type: dict
 """
@@ -227,8 +386,8 @@ from ansible.module_utils.tapio_jetstream import (
     ensure_stream_absent,
     ensure_stream_present,
 )
+from ansible.module_utils.tapio_jetstream_fields import desired_stream_config
 from ansible.module_utils.tapio_nats import JetStreamApi, exit_with_result, nats_module, run_with_connection
-from ansible.module_utils.tapio_nats_config import desired_stream_config
 
 
 def main() -> None:

@@ -88,6 +88,7 @@ def nats_connection_argument_spec() -> dict[str, Any]:
         "tls_verify": {"type": "bool", "default": True},
         "connect_timeout": {"type": "float", "default": 5.0},
         "api_timeout": {"type": "float", "default": 5.0},
+        "domain": {"type": "str", "fallback": (env_fallback, ["NATS_JS_DOMAIN"])},
         "kube_port_forward": kube_forward_argument_spec(),
     }
 
@@ -287,18 +288,29 @@ async def open_connection(params: dict[str, Any], on_closed: Optional[Callable[[
 
 
 class JetStreamApi:
-    """The few JetStream API calls the modules need, returning the server's JSON."""
+    """The JetStream API calls the modules need, returning the server's JSON. With a
+    *domain* every call goes to ``$JS.<domain>.API`` (a hub or leaf node's JetStream)."""
 
-    def __init__(self, nc: Any, timeout: float) -> None:
+    def __init__(self, nc: Any, timeout: float, domain: Optional[str] = None) -> None:
         self.nc = nc
         self.timeout = timeout
+        self.domain = domain or None
+
+    def subject(self, subject: str) -> str:
+        """*subject* (written as ``$JS.API.<...>``) in the connection's domain."""
+        if self.domain and subject.startswith("$JS.API."):
+            return f"$JS.{self.domain}.API.{subject[len('$JS.API.'):]}"
+        return subject
 
     async def request(self, subject: str, payload: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+        subject = self.subject(subject)
         data = json.dumps(payload).encode() if payload is not None else b""
         try:
             reply = await self.nc.request(subject, data, timeout=self.timeout)
         except nats.errors.NoRespondersError:
-            raise NatsModuleError(f"no responders for {subject}: JetStream is not enabled for this account/server") from None
+            where = f"JetStream domain {self.domain!r}" if self.domain else "JetStream"
+            raise NatsModuleError(f"no responders for {subject}: {where} is not enabled for this account/server"
+                                  + (" (check the domain name)" if self.domain else "")) from None
         except nats.errors.TimeoutError:
             raise NatsModuleError(f"JetStream API {subject} timed out after {self.timeout}s") from None
         answer = json.loads(reply.data or b"{}")
@@ -309,6 +321,11 @@ class JetStreamApi:
                                       "(or none with the requested placement)") from None
             raise error
         return answer
+
+    def server_version(self) -> str:
+        """The connected server's version as its INFO announces it ("" when unknown)."""
+        info = getattr(self.nc, "_server_info", {}) or {}
+        return str(info.get("version") or "")
 
     async def account_info(self) -> dict[str, Any]:
         return await self.request("$JS.API.INFO")
@@ -323,6 +340,7 @@ class JetStreamApi:
             raise
 
     async def stream_info(self, name: str) -> Optional[dict[str, Any]]:
+        _check_name("stream", name)
         return await self.request_or_none(f"$JS.API.STREAM.INFO.{name}", STREAM_NOT_FOUND)
 
     async def paged(self, subject: str, key: str) -> list[dict[str, Any]]:
@@ -340,24 +358,22 @@ class JetStreamApi:
         return await self.paged("$JS.API.STREAM.LIST", "streams")
 
     async def consumer_info(self, stream: str, name: str) -> Optional[dict[str, Any]]:
+        _check_name("stream", stream)
+        _check_name("consumer", name)
         return await self.request_or_none(f"$JS.API.CONSUMER.INFO.{stream}.{name}", CONSUMER_NOT_FOUND)
 
     async def consumers(self, stream: str) -> list[dict[str, Any]]:
         """Every consumer's info on *stream*."""
         return await self.paged(f"$JS.API.CONSUMER.LIST.{stream}", "consumers")
 
-    def cluster_size(self) -> Optional[int]:
-        """JetStream peers as the connected server announces them: 1 without a cluster,
-        None when the cluster does not advertise its members (``no_advertise``), in which
-        case the server itself judges the replica count."""
-        info = getattr(self.nc, "_server_info", {}) or {}
-        if not info.get("cluster"):
-            return 1
-        urls = set(info.get("connect_urls") or [])
-        return len(urls) if urls else None
 
-    def max_payload(self) -> int:
-        return int(getattr(self.nc, "max_payload", 0) or 0)
+def _check_name(kind: str, name: str) -> None:
+    """A name that cannot be one goes nowhere near an API subject: the request would miss the
+    server's subscription and read as "JetStream is not enabled"."""
+    if not name or any(c in name for c in " \t\r\n\f.*>") or (kind == "consumer" and any(c in name for c in "\\/")):
+        raise NatsModuleError(f"{kind} name {name!r} is not valid: a name cannot be empty or contain "
+                              "whitespace, '.', '*' or '>'" + (", '\\' or '/'" if kind == "consumer" else "")
+                              + ". Nothing was changed.")
 
 
 def exit_with_result(module: AnsibleModule, result: dict[str, Any]) -> None:
@@ -427,7 +443,7 @@ def run_with_connection(module: AnsibleModule, handler: Handler) -> dict[str, An
     async def runner(params: dict[str, Any]) -> dict[str, Any]:
         nc = await open_connection(params)
         try:
-            return await handler(nc, JetStreamApi(nc, params["api_timeout"]))
+            return await handler(nc, JetStreamApi(nc, params["api_timeout"], params.get("domain")))
         finally:
             try:
                 await asyncio.wait_for(nc.close(), timeout=5)

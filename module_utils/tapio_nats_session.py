@@ -64,7 +64,7 @@ class NatsSession:
             self.nc, self.closed = self.loop.run_until_complete(self._open())
             url = getattr(self.nc, "connected_url", None)
             self.server = redact_url(url.geturl()) if url is not None else "NATS"
-        return JetStreamApi(self.nc, self.params["api_timeout"])
+        return JetStreamApi(self.nc, self.params["api_timeout"], self.params.get("domain"))
 
     async def _open(self) -> tuple[Any, asyncio.Event]:
         """A connection and the event its closing sets (made in the session's loop)."""

@@ -67,6 +67,12 @@ options:
     description: Seconds per JetStream API request.
     type: float
     default: 5
+  domain:
+    description:
+      - JetStream domain whose API to use (C($JS.<domain>.API)), for a hub or leaf node's JetStream;
+        the connected server's own JetStream when unset.
+      - Defaults to E(NATS_JS_DOMAIN).
+    type: str
   kube_port_forward:
     description:
       - Reach NATS through the Kubernetes API server instead of O(servers) directly, so a

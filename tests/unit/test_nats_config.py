@@ -1,5 +1,5 @@
-"""Unit tests for the pure logic behind the nats_* modules: units, normalisation,
-comparison, immutability, validation, subject overlap, canary events, percentiles."""
+"""Unit tests for the pure logic behind the nats_* modules: units, subject overlap, canary
+events, percentiles (the stream and consumer fields: test_jetstream_fields.py)."""
 from __future__ import annotations
 
 import re
@@ -80,103 +80,6 @@ def test_find_overlapping_stream_names_the_other_stream_and_skips_itself():
     assert cfg.find_overlapping_stream("MINE", ["a.x"], streams) is None
 
 
-def test_desired_stream_config_normalises_units_and_drops_unset():
-    params = {"name": "S", "subjects": ["s.>"], "replicas": 3, "max_age": "7d", "duplicate_window": 120,
-              "max_bytes": "1GB", "max_msg_size": None, "compression": "s2", "placement": None}
-    assert cfg.desired_stream_config(params) == {
-        "name": "S", "subjects": ["s.>"], "num_replicas": 3, "max_age": 7 * 86400 * NS,
-        "duplicate_window": 120 * NS, "max_bytes": 1024 ** 3, "compression": "s2"}
-
-
-SERVER_STREAM = {"name": "S", "subjects": ["s.b", "s.a"], "retention": "limits", "storage": "file", "num_replicas": 3,
-                 "max_age": 7 * 86400 * NS, "duplicate_window": 120 * NS, "max_bytes": -1, "discard": "old",
-                 "compression": "s2", "deny_delete": False, "placement": {"cluster": "c1"}}
-
-
-def test_same_request_in_other_units_is_not_a_change():
-    desired = cfg.desired_stream_config({"name": "S", "subjects": ["s.a", "s.b"], "max_age": 604800,
-                                         "duplicate_window": "2m", "description": "", "placement": {"cluster": "c1"}})
-    assert cfg.changed_fields(desired, SERVER_STREAM, cfg.STREAM_DEFAULTS) == []
-
-
-def test_only_user_set_fields_are_compared():
-    desired = {"name": "S", "max_age": 86400 * NS}
-    assert cfg.changed_fields(desired, SERVER_STREAM, cfg.STREAM_DEFAULTS) == ["max_age"]
-
-
-def test_field_missing_on_server_reads_as_server_default():
-    assert cfg.changed_fields({"allow_direct": False, "sources": []}, {}, cfg.STREAM_DEFAULTS) == []
-    assert cfg.changed_fields({"allow_direct": True}, {}, cfg.STREAM_DEFAULTS) == ["allow_direct"]
-
-
-def test_merge_config_keeps_server_fields_and_overlays_user_fields():
-    merged = cfg.merge_config(SERVER_STREAM, {"max_age": 60 * NS, "description": None})
-    assert merged["max_age"] == 60 * NS and merged["subjects"] == ["s.b", "s.a"] and "description" not in merged
-
-
-@pytest.mark.parametrize(("desired", "fields"), [
-    ({"storage": "memory"}, ["storage"]),
-    ({"retention": "workqueue"}, ["retention"]),
-    ({"retention": "interest"}, []),
-    ({"mirror": {"name": "X"}}, ["mirror"]),
-    ({"max_age": 1}, []),
-])
-def test_stream_immutable_changes(desired, fields):
-    assert [f for f, _, _ in cfg.stream_immutable_changes(desired, SERVER_STREAM)] == fields
-
-
-def test_deny_delete_cannot_be_turned_off():
-    problems = cfg.stream_immutable_changes({"deny_delete": False}, {**SERVER_STREAM, "deny_delete": True})
-    assert problems == [("deny_delete", True, False)]
-
-
-@pytest.mark.parametrize(("desired", "current", "message"), [
-    ({"name": "S", "subjects": ["a"], "num_replicas": 5}, None, "replicas=5 exceeds the cluster's 3"),
-    ({"name": "S", "subjects": ["a"], "max_age": 60 * NS, "duplicate_window": 120 * NS}, None,
-     r"duplicate_window \(2m\) must not exceed max_age \(1m\)"),
-    ({"name": "S", "max_age": 60 * NS}, {"duplicate_window": 120 * NS, "subjects": ["a"]},
-     "must not exceed max_age"),
-    ({"name": "S", "subjects": ["a"], "max_msg_size": 2 * 1024 ** 2}, None, "exceeds the server's max_payload"),
-    ({"name": "S"}, None, "needs subjects"),
-])
-def test_validate_stream_rejects(desired, current, message):
-    problems = cfg.validate_stream(desired, current, cluster_size=3, max_payload=1024 ** 2)
-    assert any(re.search(message, p) for p in problems), problems
-
-
-def test_validate_stream_accepts_a_sound_request():
-    desired = {"name": "S", "subjects": ["a"], "num_replicas": 3, "max_age": 7 * 86400 * NS,
-               "duplicate_window": 120 * NS, "max_msg_size": 1024}
-    assert cfg.validate_stream(desired, None, cluster_size=3, max_payload=1024 ** 2) == []
-
-
-def test_desired_consumer_config_normalises_durations():
-    params = {"name": "c", "ack_wait": "30s", "backoff": ["1s", 5, "1m"], "max_deliver": 5, "filter_subject": None}
-    assert cfg.desired_consumer_config(params) == {
-        "durable_name": "c", "name": "c", "ack_wait": 30 * NS, "backoff": [NS, 5 * NS, 60 * NS], "max_deliver": 5}
-
-
-def test_consumer_immutables_and_push_pull_switch():
-    current = {"deliver_policy": "all", "ack_policy": "explicit", "ack_wait": 30 * NS}
-    problems = cfg.consumer_immutable_changes({"ack_policy": "none", "deliver_subject": "push.here"}, current)
-    assert [f for f, _, _ in problems] == ["ack_policy", "deliver_subject (push vs pull)"]
-    assert cfg.consumer_immutable_changes({"ack_wait": 60 * NS}, current) == []
-
-
-@pytest.mark.parametrize(("desired", "message"), [
-    ({"filter_subject": "a", "filter_subjects": ["b"]}, "mutually exclusive"),
-    ({"deliver_policy": "by_start_sequence"}, "needs opt_start_seq"),
-    ({"opt_start_seq": 4}, "only valid with deliver_policy by_start_sequence"),
-    ({"backoff": [NS, 2 * NS], "max_deliver": 2}, "must be greater than the number of backoff steps"),
-    ({"backoff": [NS], "ack_wait": 30 * NS}, "uses the first step"),
-    ({"filter_subject": "other.>"}, "matches none of the stream's subjects"),
-    ({"num_replicas": 4}, "exceeds the cluster's 3"),
-])
-def test_validate_consumer_rejects(desired, message):
-    problems = cfg.validate_consumer({"durable_name": "c", **desired}, ["tapio.events.>"], 3)
-    assert any(message in p for p in problems), problems
-
-
 def test_canary_event_is_a_unified_event():
     event = probe.canary_event("tapio.events.k8s.default.pod", 0, "run1")
     assert re.fullmatch(r"[0-9a-f]{32}", event["id"])
@@ -216,9 +119,3 @@ def test_publish_frame_matches_the_nats_protocol():
     frame = probe.publish_frame("a.b", "_INBOX.r.2", payload, "abc")
     header = b"NATS/1.0\r\nNats-Msg-Id: abc\r\n\r\n"
     assert frame == b"HPUB a.b _INBOX.r.2 %d %d\r\n" % (len(header), len(header) + 10) + header + payload + b"\r\n"
-
-
-def test_replicas_are_left_to_the_server_when_the_cluster_size_is_unknown():
-    desired = {"name": "S", "subjects": ["a"], "num_replicas": 5}
-    assert cfg.validate_stream(desired, None, cluster_size=None, max_payload=1024 ** 2) == []
-    assert cfg.validate_consumer({"durable_name": "c", "num_replicas": 5}, ["a"], None) == []
