@@ -19,6 +19,11 @@ description:
     (an option the server cannot change without O(recreate)) stops the call, naming the object;
     what was already done is returned.
   - Supports check mode and diff mode (one diff per changed object).
+  - In check mode it also reports drift (C(drift), C(drift_summary)) - the streams on the
+    server that no entry declares, the consumers of declared streams that no entry declares,
+    declared fields whose live value differs (changed outside the toolkit; a run puts them
+    back), and fields no entry declares that hold anything but a new object's default (set
+    outside the toolkit or by an earlier declaration; a run leaves them).
 version_added: "1.1.0"
 author: Tapio NATS migration toolkit
 requirements:
@@ -41,6 +46,15 @@ options:
     description: The C(recreate) of every entry that does not set its own.
     type: bool
     default: false
+  drift:
+    description: Report drift also outside check mode (in check mode it is always reported).
+    type: bool
+    default: false
+  drift_ignore:
+    description: Stream names (shell patterns such as V(KV_*)) the drift report does not list as undeclared.
+    type: list
+    elements: str
+    default: []
 notes:
   - Connection options are shared by every nats_* module; see docs/modules.md.
 """
@@ -73,6 +87,19 @@ consumers:
   returned: always
   type: dict
   sample: {TAPIO_EVENTS/tapio-pipeline: {changed: false, operation: none, changed_fields: []}}
+drift:
+  description:
+    - In check mode (or with O(drift)) what differs between the declaration and the server - C(unmanaged_streams),
+      C(unmanaged_consumers) (per stream), C(missing) (declared, not on the server), C(changed) (per object, each
+      declared field with its declared and live value) and C(undeclared) (per object, fields no entry declares with
+      their live value).
+  returned: in check mode or with drift
+  type: dict
+drift_summary:
+  description: The drift as one sentence per finding; empty when nothing drifted.
+  returned: in check mode or with drift
+  type: list
+  elements: str
 diff:
   description: One before/after per changed object (durations rendered), in diff mode only.
   returned: when diff mode is on
@@ -80,6 +107,7 @@ diff:
   elements: dict
 """
 
+from fnmatch import fnmatchcase
 from typing import Any, Callable
 
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
@@ -93,6 +121,7 @@ from ansible.module_utils.tapio_jetstream import (
     ensure_stream_absent,
     ensure_stream_present,
 )
+from ansible.module_utils.tapio_jetstream_drift import drift_report, drift_summary
 from ansible.module_utils.tapio_jetstream_fields import desired_consumer_config, desired_stream_config
 from ansible.module_utils.tapio_nats import JetStreamApi, NatsModuleError, exit_with_result, nats_module, run_with_connection
 
@@ -100,6 +129,8 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "streams": {"type": "list", "elements": "dict", "default": []},
     "consumers": {"type": "list", "elements": "dict", "default": []},
     "recreate": {"type": "bool", "default": False},
+    "drift": {"type": "bool", "default": False},
+    "drift_ignore": {"type": "list", "elements": "str", "default": []},
 }
 
 
@@ -177,6 +208,22 @@ def summary(done: dict[str, Any]) -> dict[str, Any]:
             "diff": diffs}
 
 
+async def read_drift(api: JetStreamApi, present: list[Entry], consumers: list[Entry],
+                     ignore: list[str]) -> dict[str, Any]:
+    """The drift report of the declared entries against the server (read before any change)."""
+    live_streams = {info["config"]["name"]: info["config"] for info in await api.streams()}
+    declared_streams = {one.params["name"]: one.desired for one in present}
+    declared_consumers: dict[str, dict[str, Any]] = {}
+    for one in consumers:
+        if one.params["state"] == "present":
+            declared_consumers.setdefault(one.params["stream"], {})[one.params["name"]] = one.desired
+    live_consumers = {name: {c["name"]: c["config"] for c in await api.consumers(name)}
+                      for name in declared_streams if name in live_streams}
+    ignored = tuple(name for name in live_streams if any(fnmatchcase(name, pattern) for pattern in ignore))
+    report = drift_report(declared_streams, declared_consumers, live_streams, live_consumers, ignored)
+    return {"drift": report, "drift_summary": drift_summary(report)}
+
+
 def main() -> None:
     module = nats_module(ARGUMENT_SPEC, supports_check_mode=True)
     try:
@@ -185,7 +232,10 @@ def main() -> None:
         module.fail_json(msg=f"{error}. Nothing was changed.")
 
     async def handler(nc: Any, api: JetStreamApi) -> dict[str, Any]:
-        return await ensure_all(api, present, consumers, absent)
+        drift = {}
+        if module.check_mode or module.params["drift"]:
+            drift = await read_drift(api, present, consumers, module.params["drift_ignore"])
+        return {**await ensure_all(api, present, consumers, absent), **drift}
 
     exit_with_result(module, run_with_connection(module, handler))
 

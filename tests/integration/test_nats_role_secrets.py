@@ -77,6 +77,8 @@ def test_role_applies_layout_idempotently_and_keeps_gave_up_events(layout, tmp_p
     assert checked.returncode == 0, checked.stdout[-3000:]
     # One task (nats_jetstream) would change, showing one diff per object it would create.
     assert recap_changed(checked.stdout) == 1 and stream_info(events) is None, "check mode must create nothing"
+    # ...and shows its drift report: the declared objects the server lacks.
+    assert f"stream {events}: declared, missing on the server (a run creates it)" in checked.stdout
     would = re.findall(r"^\+\+\+ after: (.+)$", checked.stdout, re.M)
     assert would == ([f"stream {events}"] + ([] if existing else [f"stream {advisories}"])
                      + [f"consumer {events}/tapio-pipeline", f"consumer {events}/flaky"]), would

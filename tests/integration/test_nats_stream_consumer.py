@@ -5,11 +5,14 @@ create -> re-run (no change) -> change an editable field (diff shows exactly tha
 """
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from nats_support import (
     changed_keys,
     consumer_info,
+    consumer_names,
     natscli,
     publish,
     remove_stream,
@@ -182,3 +185,157 @@ def test_jetstream_applies_a_set_in_one_call_in_order_and_stops_at_a_refusal(str
     assert bad.get("failed") and "streams[1]" in bad["msg"] and "Nothing was changed" in bad["msg"]
     twice = run_module("nats_jetstream", {"streams": [streams[0], streams[0]]})
     assert twice.get("failed") and f"{stream_name} given more than once" in twice["msg"]
+
+
+def test_a_consumer_recreate_keeps_every_option_it_was_not_asked_to_change(stream_name):
+    """The data-loss bug: a recreate used to create from the task's options alone, and the
+    server's zero ack policy is none. Now the live consumer is the base, and the diff shows
+    what the server holds afterwards."""
+    assert not run_module("nats_stream", {"name": stream_name, "subjects": [f"{stream_name}.>"], "replicas": 3})["failed"]
+    publish(f"{stream_name}.a", 3)
+    made = run_module("nats_consumer", {"stream": stream_name, "name": "pipeline", "max_ack_pending": 50,
+                                        "ack_wait": "10s", "filter_subject": f"{stream_name}.a"})
+    assert not made["failed"], made["msg"]
+    natscli("consumer", "next", stream_name, "pipeline", "--no-ack", "--count", "1")
+    before = consumer_info(stream_name, "pipeline")
+    assert before["num_ack_pending"] == 1
+
+    ask = {"stream": stream_name, "name": "pipeline", "deliver_policy": "new", "recreate": True}
+    would = run_module("nats_consumer", ask, check=True)
+    assert would["operation"] == "recreate" and would["ack_state_lost"]["num_ack_pending"] == 1
+    assert consumer_info(stream_name, "pipeline")["created"] == before["created"], "check mode recreated it"
+
+    done = run_module("nats_consumer", ask)
+    assert not done["failed"] and done["operation"] == "recreate", done.get("msg")
+    live = consumer_info(stream_name, "pipeline")["config"]
+    assert live["ack_policy"] == "explicit" and live["max_ack_pending"] == 50 and live["ack_wait"] == 10 * NS
+    assert live["deliver_policy"] == "new" and live["filter_subject"] == f"{stream_name}.a"
+    shown = done["diff"]["after"]
+    assert (shown["ack_policy"], shown["max_ack_pending"], shown["ack_wait"]) == ("explicit", 50, "10s")
+    assert "recreated" in done["diff"]["after_header"] and "1 unacknowledged" in done["diff"]["after_header"]
+    assert would["diff"]["after"] == shown
+
+
+def test_consumer_options_the_server_can_change_are_changed_in_place(stream_name):
+    """backoff order counts; filter_subject <-> filter_subjects; deliver_group changes in place;
+    idle_heartbeat is refused (and recreate works); max_deliver may equal the backoff steps;
+    an equal time in another spelling is no change; inactive_threshold can be set."""
+    assert not run_module("nats_stream", {"name": stream_name, "subjects": [f"{stream_name}.>"]})["failed"]
+    push = {"stream": stream_name, "name": "siem", "deliver_subject": f"push.{stream_name}", "deliver_group": "g1",
+            "idle_heartbeat": "5s", "backoff": ["1s", "5s", "30s"], "max_deliver": 3,
+            "filter_subject": f"{stream_name}.a", "inactive_threshold": "1h"}
+    made = run_module("nats_consumer", push)
+    assert not made["failed"], made["msg"]
+    created = consumer_info(stream_name, "siem")["created"]
+
+    for change, field in ((dict(backoff=["30s", "5s", "1s"]), "backoff"),
+                          (dict(filter_subject=None, filter_subjects=[f"{stream_name}.a", f"{stream_name}.b"]),
+                           "filter_subjects"),
+                          (dict(filter_subjects=None, filter_subject=f"{stream_name}.b"), "filter_subject"),
+                          (dict(deliver_group="g2"), "deliver_group")):
+        push = {k: v for k, v in {**push, **change}.items() if v is not None}
+        done = run_module("nats_consumer", push)
+        assert not done["failed"] and done["operation"] == "update" and done["changed_fields"] == [field], done
+    live = consumer_info(stream_name, "siem")
+    assert live["created"] == created
+    assert live["config"]["backoff"] == [30 * NS, 5 * NS, NS] and live["config"]["deliver_group"] == "g2"
+    assert live["config"]["filter_subject"] == f"{stream_name}.b" and "filter_subjects" not in live["config"]
+    assert live["config"]["inactive_threshold"] == 3600 * NS
+
+    refused = run_module("nats_consumer", {**push, "idle_heartbeat": "10s"})
+    assert refused["failed"] and "cannot change idle_heartbeat" in refused["msg"]
+    recreated = run_module("nats_consumer", {**push, "idle_heartbeat": "10s", "recreate": True})
+    assert not recreated["failed"] and recreated["operation"] == "recreate", recreated.get("msg")
+    assert consumer_info(stream_name, "siem")["config"]["idle_heartbeat"] == 10 * NS
+
+    timed = {"stream": stream_name, "name": "replay", "deliver_policy": "by_start_time",
+             "opt_start_time": "2026-01-01T00:00:00Z"}
+    assert run_module("nats_consumer", timed)["operation"] == "create"
+    again = run_module("nats_consumer", {**timed, "opt_start_time": "2026-01-01T01:00:00+01:00"})
+    assert again["changed"] is False and not again["failed"], again
+
+
+def test_a_stream_recreate_recreates_its_consumers_and_restores_a_failed_create(stream_name):
+    assert not run_module("nats_stream", {"name": stream_name, "subjects": [f"{stream_name}.>"]})["failed"]
+    publish(f"{stream_name}.a", 3)
+    for name, extra in (("pipeline", {"max_ack_pending": 7}), ("audit", {"filter_subject": f"{stream_name}.a"})):
+        assert not run_module("nats_consumer", {"stream": stream_name, "name": name, **extra})["failed"]
+
+    misfit = run_module("nats_stream", {"name": stream_name, "subjects": [f"{stream_name}.b"], "storage": "memory",
+                                        "recreate": True})
+    assert misfit["failed"] and "would drop consumer(s) the new configuration cannot hold: audit" in misfit["msg"]
+    assert stream_info(stream_name)["state"]["messages"] == 3
+
+    ask = {"name": stream_name, "storage": "memory", "recreate": True}
+    would = run_module("nats_stream", ask, check=True)
+    assert would["messages_lost"] == 3 and would["consumers_recreated"] == ["audit", "pipeline"]
+    assert "3 stored message(s) lost" in would["diff"]["after_header"]
+    assert stream_info(stream_name)["config"]["storage"] == "file"
+
+    done = run_module("nats_stream", ask)
+    assert not done["failed"] and done["operation"] == "recreate", done.get("msg")
+    assert stream_info(stream_name)["config"]["storage"] == "memory"
+    assert sorted(consumer_names(stream_name)) == ["audit", "pipeline"]
+    assert consumer_info(stream_name, "pipeline")["config"]["max_ack_pending"] == 7
+
+    # A create the server refuses after the delete (no 5 peers): the old stream and its
+    # consumers come back, and the module says so.
+    failed = run_module("nats_stream", {"name": stream_name, "storage": "file", "replicas": 5, "recreate": True})
+    assert failed["failed"] and "the previous configuration and its 2 consumer(s) were created again" in failed["msg"]
+    back = stream_info(stream_name)
+    assert back["config"]["storage"] == "memory" and back["config"]["num_replicas"] == 1
+    assert sorted(consumer_names(stream_name)) == ["audit", "pipeline"]
+
+
+def test_a_mirror_is_promoted_by_removing_it_and_keeps_its_messages(stream_name):
+    origin = f"{stream_name}_ORIGIN"
+    try:
+        assert not run_module("nats_stream", {"name": origin, "subjects": [f"{origin}.>"]})["failed"]
+        publish(f"{origin}.x", 3)
+        assert not run_module("nats_stream", {"name": stream_name, "mirror": {"name": origin}})["failed"]
+        deadline = time.monotonic() + 20
+        while stream_info(stream_name)["state"]["messages"] < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert stream_info(stream_name)["state"]["messages"] == 3
+
+        promoted = run_module("nats_stream", {"name": stream_name, "mirror": {}})
+        assert not promoted["failed"] and promoted["operation"] == "update", promoted.get("msg")
+        now = stream_info(stream_name)
+        assert "mirror" not in now["config"] and now["state"]["messages"] == 3
+        assert run_module("nats_stream", {"name": stream_name, "mirror": {}})["changed"] is False
+    finally:
+        remove_stream(origin)
+
+
+def test_check_mode_reports_drift_from_the_declaration(stream_name):
+    """Changes made outside a declaration (here with the single-object modules, as an operator
+    would with the nats CLI) show in nats_jetstream's check-mode drift report."""
+    extra = f"{stream_name}_EXTRA"
+    streams = [{"name": stream_name, "subjects": [f"{stream_name}.>"], "max_age": "1d"}]
+    consumers = [{"stream": stream_name, "name": "pipeline", "max_deliver": 5}]
+    try:
+        assert not run_module("nats_jetstream", {"streams": streams, "consumers": consumers})["failed"]
+        clean = run_module("nats_jetstream", {"streams": streams, "consumers": consumers, "drift_ignore": ["*"]},
+                           check=True)
+        assert clean["changed"] is False and clean["drift_summary"] == [], clean["drift_summary"]
+
+        assert not run_module("nats_stream", {"name": stream_name, "max_age": "2h", "description": "by hand"})["failed"]
+        assert not run_module("nats_consumer", {"stream": stream_name, "name": "debug"})["failed"]
+        assert not run_module("nats_stream", {"name": extra, "subjects": [f"{extra}.>"]})["failed"]
+        report = run_module("nats_jetstream", {"streams": streams, "consumers": consumers,
+                                               "drift_ignore": [n for n in stream_names() if n != extra]},
+                            check=True)
+        drift = report["drift"]
+        assert drift["unmanaged_streams"] == [extra]
+        assert drift["unmanaged_consumers"] == {stream_name: ["debug"]}
+        assert drift["changed"] == {f"stream {stream_name}": {"max_age": {"declared": "1d", "live": "2h"}}}
+        assert drift["undeclared"] == {f"stream {stream_name}": {"description": "by hand"}}
+        assert report["streams"][stream_name]["operation"] == "update"  # what a run would put back
+        assert stream_info(stream_name)["config"]["max_age"] == 7200 * NS, "check mode changed the stream"
+        assert len(report["drift_summary"]) == 4
+    finally:
+        remove_stream(extra)
+
+
+def stream_names() -> list[str]:
+    return natscli("stream", "ls", "--names").stdout.split()
