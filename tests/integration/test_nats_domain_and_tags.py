@@ -233,7 +233,7 @@ def test_domain_creates_and_reads_in_the_domain(domain_nats: DomainServer) -> No
     assert domain_nats.module_mappings(mark) == [(s, "$JS.API." + s[len(f"$JS.{DOMAIN}.API."):]) for s in sent]
 
     info = domain_nats.stream(stream)
-    assert info is not None, "the stream is not in domain hub"
+    assert info is not None and info.get("domain") == DOMAIN, info
     config = info["config"]
     assert config["subjects"] == ["domain.events.>"] and config["num_replicas"] == 1
     assert config["storage"] == "file" and config["max_age"] == 3600 * NS
