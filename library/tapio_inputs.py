@@ -14,8 +14,12 @@ description:
     a Python library the modules need (kubernetes, nats-py) cannot be imported where they run,
     or the inventory is wrong - its types (as C(ansible.builtin.validate_argument_spec) words
     them; nothing else is checked after a wrong type), how the control node reaches NATS,
-    credentials written into NATS URLs, names, subject prefixes and URLs, the NATS users the
-    nats phase creates, or a kubeconfig that does not exist on the control node.
+    credentials written into NATS URLs, names, subject prefixes (reserved, outside the events
+    stream, overlapping another collector's) and URLs, the NATS users the nats phase creates,
+    control characters in passwords, a malformed C(tapio_nats_url), an unset
+    C(tapio_kube_context), the collectors' rollout order and batch size, a lock duration under
+    10 seconds, or a kubeconfig that
+    does not exist on the control node.
   - Each option is the inventory variable of the same name with the C(tapio_) prefix (and
     O(nats_cluster_method) the nats_cluster role's); leave unset what the inventory does not set.
     The values are checked as the inventory gives them (type C(raw)), and each problem names the
@@ -97,6 +101,27 @@ options:
       - C(tapio_nats_route_password); only letters, digits and C(. _ ~ -) (it is part of the
         route URLs). A secret, never shown.
     type: raw
+  nats_password:
+    description: C(tapio_nats_password); no control characters. A secret, never shown.
+    type: raw
+  nats_component_passwords:
+    description: C(tapio_nats_component_passwords); no control characters in any. Secrets, never shown.
+    type: raw
+  consume_subjects:
+    description:
+      - C(tapio_consume_subjects) (default C(tapio.events.>)), the events stream's subjects; every
+        collector's C(<subject_prefix>.>) must be inside it, outside NATS's reserved C(_INBOX) and
+        C(_R_), and apart from every other collector's.
+    type: raw
+  collectors_order:
+    description: C(tapio_collectors_order); collectors of O(collectors), each at most once.
+    type: raw
+  collectors_batch_size:
+    description: C(tapio_collectors_batch_size); a whole number of at least 1.
+    type: raw
+  lock_duration:
+    description: C(tapio_lock_duration), seconds; at least 10.
+    type: raw
 notes:
   - Supports check mode (it only reads, and runs the same).
   - On failure, C(msg) holds every problem found, each a complete message, one a line.
@@ -136,14 +161,17 @@ VARIABLES: dict[str, str] = {
     option: option if option == "nats_cluster_method" else f"tapio_{option}" for option in (
         "namespace", "kubeconfig", "kube_context", "pipeline", "collectors", "nats_reach", "nats_servers", "nats_url",
         "nats_kube_port_forward", "nats_kube_selector", "nats_kube_service", "nats_kube_client_port",
-        "nats_kube_monitor_port", "nats_install", "nats_cluster_method", "nats_component_users", "nats_route_password")
+        "nats_kube_monitor_port", "nats_install", "nats_cluster_method", "nats_component_users", "nats_route_password",
+        "consume_subjects", "nats_password", "nats_component_passwords", "collectors_order", "collectors_batch_size",
+        "lock_duration")
 }
 ARGUMENT_SPEC: dict[str, Any] = {
     "host": {"type": "str", "required": True},
     **{option: {"type": "raw"} for option in VARIABLES},
     "nats_component_password_names": {"type": "list", "elements": "str", "default": [], "no_log": False},
 }
-ARGUMENT_SPEC["nats_route_password"]["no_log"] = True
+for _secret in ("nats_route_password", "nats_password", "nats_component_passwords"):
+    ARGUMENT_SPEC[_secret]["no_log"] = True
 
 
 def main() -> None:

@@ -335,13 +335,14 @@ diff:
 
 import importlib.metadata
 import json
+import time
 import traceback
 from typing import Any
 
 from ansible.module_utils.tapio_engine import Engine, EngineError, ledger_verdict
 from ansible.module_utils.tapio_kube import (
     KUBE_CONNECTION_SPEC, KUBERNETES_IMPORT_ERROR, KUBERNETES_REQUIREMENT, Kube, KubeError)
-from ansible.module_utils.tapio_lease import LeaseHeld, Lock, new_holder
+from ansible.module_utils.tapio_lease import KeepAlive, LeaseHeld, Lock, new_holder
 from ansible.module_utils.tapio_nats import NatsModuleError, exit_with_result, nats_module
 from ansible.module_utils.tapio_nats_session import NatsSession
 from ansible.module_utils.tapio_workload import WorkloadError
@@ -492,10 +493,13 @@ def main() -> None:
     try:
         check_targets(params)
         kube = Kube(params["kubeconfig"], params["context"], log=steps.append)
-        if params["lock"]["holder"]:  # every call of a locked run renews the run's Lease
-            lease_of(kube, params, steps).renew(module.check_mode)
+        sleep = time.sleep
+        if params["lock"]["holder"]:  # every call of a locked run renews the run's Lease, and every wait
+            lease = lease_of(kube, params, steps)
+            lease.renew(module.check_mode)
+            sleep = KeepAlive(lease, module.check_mode).sleep
         nats = NatsSession(params, log=steps.append)
-        engine = Engine(params, kube, nats, module.check_mode)
+        engine = Engine(params, kube, nats, module.check_mode, sleep=sleep)
         engine.steps = steps
         result = run_phase(engine, phase)
     except (EngineError, KubeError, NatsModuleError, WorkloadError, ValueError, LeaseHeld) as error:

@@ -21,6 +21,7 @@ from ansible.module_utils.compat.version import LooseVersion
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.module_utils.tapio_kube import KUBERNETES_IMPORT_ERROR, KUBERNETES_REQUIREMENT
 from ansible.module_utils.tapio_nats import NATS_IMPORT_ERROR, NATS_REQUIREMENT
+from ansible.module_utils.tapio_nats_config import subject_is_within, subjects_overlap
 
 Inputs = dict[str, Any]
 
@@ -30,6 +31,13 @@ SUBJECT_TOKENS = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
 NATS_SERVER_URL = r"^(nats|tls)://[^/]+$"
 URL_CREDENTIALS = r"^[a-z]+://([^/]*)@"
 ROUTE_PASSWORD = r"^[A-Za-z0-9._~-]+$"
+# One or more comma-separated nats:// or tls:// URLs of a host name or address and a port: the
+# value goes into pod env and, quoted, into the preflight probe's command.
+NATS_URL_LIST = r"^(nats|tls)://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?(,(nats|tls)://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?)*$"
+# Subjects NATS itself uses: request replies (_INBOX), service import replies (_R_).
+RESERVED_SUBJECT_PREFIXES = ("_INBOX", "_R_")
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+DEFAULT_EVENTS_SUBJECTS = "tapio.events.>"
 
 REACH_MESSAGE = (
     "Invalid NATS reach for {host} (tapio_nats_reach=kubernetes): tapio_nats_kube_port_forward (one pod, for "
@@ -192,6 +200,94 @@ def nats_user_problems(inputs: Inputs, host: str, with_password: list[str]) -> l
     return [USERS_MESSAGE.format(host=host, missing=", ".join(missing) or "none")]
 
 
+def subject_prefix_problems(inputs: Inputs, host: str) -> list[str]:
+    """Each collector publishes under ``<subject_prefix>.>``: inside the events stream's
+    subjects (or its events are not stored), not NATS's own reply subjects, and apart from every
+    other collector's (a collector's gate counts the messages under its prefix, so a broken one
+    would pass on another's events)."""
+    stream = str(inputs.get("tapio_consume_subjects") or DEFAULT_EVENTS_SUBJECTS)
+    named = [(c["name"], c["subject_prefix"]) for c in inputs["tapio_collectors"]
+             if matches(SUBJECT_TOKENS, c["subject_prefix"])]
+    problems = [f"{host}: collector {name}'s subject_prefix {prefix} is a subject NATS reserves "
+                f"({', '.join(RESERVED_SUBJECT_PREFIXES)}); choose one under {stream}"
+                for name, prefix in named if prefix.split(".")[0] in RESERVED_SUBJECT_PREFIXES]
+    problems += [f"{host}: collector {name}'s subjects {prefix}.> are outside the events stream's subjects "
+                 f"{stream} (tapio_consume_subjects): its events would not be stored"
+                 for name, prefix in named if not subject_is_within(f"{prefix}.>", stream)]
+    for index, (name, prefix) in enumerate(named):
+        for other, other_prefix in named[index + 1:]:
+            # A collector listed twice is the names rule's to report.
+            if other != name and subjects_overlap(f"{prefix}.>", f"{other_prefix}.>"):
+                problems.append(f"{host}: collectors {name} and {other} publish under overlapping subject prefixes "
+                                f"({prefix}, {other_prefix}): each collector's gate would count the other's events; "
+                                "give each a prefix of its own")
+    return problems
+
+
+def password_problems(inputs: Inputs, host: str) -> list[str]:
+    """Passwords go into nats.conf, Secrets and env: a control character (a newline from a
+    vault file, a tab) would break the first and silently differ in the others. Names only."""
+    passwords = {"tapio_nats_password": inputs.get("tapio_nats_password")}
+    for workload, password in (inputs.get("tapio_nats_component_passwords") or {}).items():
+        passwords[f"tapio_nats_component_passwords[{workload}]"] = password
+    bad = [name for name, value in passwords.items() if isinstance(value, str) and CONTROL_CHARACTERS.search(value)]
+    return [f"{host}: {name} holds a control character (a newline or tab, often from a vault file's end); "
+            "remove it" for name in bad]
+
+
+def nats_url_problems(inputs: Inputs, host: str) -> list[str]:
+    """tapio_nats_url, the URL the pods and the preflight probe use: nats:// or tls:// URLs of
+    a host and port, comma-separated (a URL with credentials is reported on its own)."""
+    url = inputs.get("tapio_nats_url")
+    if url in (None, "") or re.match(URL_CREDENTIALS, str(url)) or matches(NATS_URL_LIST, url):
+        return []
+    return [f"{host}: tapio_nats_url {url!r} is not a nats:// or tls:// URL of a host and port "
+            "(comma-separate several, for example nats://tapio-nats:4222)"]
+
+
+def kube_context_problems(inputs: Inputs, host: str) -> list[str]:
+    """Without tapio_kube_context the kubeconfig's current context is migrated, whichever cluster
+    someone last switched to."""
+    if str(inputs.get("tapio_kube_context") or ""):
+        return []
+    return [f"{host}: tapio_kube_context is not set, so the kubeconfig's current context would be migrated, "
+            "whichever cluster that is at the time; name the context of this cluster"]
+
+
+def collector_order_problems(inputs: Inputs, host: str) -> list[str]:
+    """The rollout order and batch size, checked before the pipeline switches (the collectors
+    phase comes after it)."""
+    names = [c["name"] for c in inputs["tapio_collectors"]]
+    problems = []
+    order = inputs.get("tapio_collectors_order")
+    if order is not None:
+        listed = [str(name) for name in order] if isinstance(order, list) else None
+        unknown = [n for n in listed or [] if n not in names]
+        repeated = sorted({n for n in listed or [] if listed.count(n) > 1})
+        if listed is None or not listed or unknown or repeated:
+            problems.append(f"{host}: tapio_collectors_order {order} must list collectors of tapio_collectors "
+                            f"({', '.join(names)}), each at most once; unknown: {', '.join(unknown) or 'none'}; "
+                            f"repeated: {', '.join(repeated) or 'none'}")
+    size = inputs.get("tapio_collectors_batch_size")
+    if size is not None and (isinstance(size, bool) or not str(size).strip().isdigit() or int(str(size)) < 1):
+        problems.append(f"{host}: tapio_collectors_batch_size {size!r} must be a whole number of at least 1")
+    return problems
+
+
+MINIMUM_LOCK_DURATION = 10
+
+
+def lock_duration_problems(inputs: Inputs, host: str) -> list[str]:
+    """The run's Lease is renewed every third of its duration while a call waits; below a few
+    seconds one Kubernetes API call could outlast it."""
+    duration = inputs.get("tapio_lock_duration")
+    if duration is None or (not isinstance(duration, bool) and str(duration).strip().isdigit()
+                            and int(str(duration)) >= MINIMUM_LOCK_DURATION):
+        return []
+    return [f"{host}: tapio_lock_duration {duration!r} must be a whole number of seconds, at least "
+            f"{MINIMUM_LOCK_DURATION}"]
+
+
 def kubeconfig_problems(inputs: Inputs, given: Optional[str]) -> list[str]:
     """The kubeconfig must exist on the control node, where this runs (``given``: the value
     as the inventory wrote it, for the message)."""
@@ -209,5 +305,8 @@ def problems_of(inputs: Inputs, host: str, running_ansible: str, missing: list[t
     if type_errors:
         return problems + type_errors
     return (problems + reach_problems(validated, host) + credential_problems(validated, host)
-            + name_problems(validated, host) + nats_user_problems(validated, host, with_password)
+            + name_problems(validated, host) + subject_prefix_problems(validated, host)
+            + nats_user_problems(validated, host, with_password) + password_problems(validated, host)
+            + nats_url_problems(validated, host) + kube_context_problems(validated, host)
+            + collector_order_problems(validated, host) + lock_duration_problems(validated, host)
             + kubeconfig_problems(validated, inputs.get("tapio_kubeconfig")))

@@ -4,15 +4,18 @@
 """One run at a time per cluster: a coordination.k8s.io Lease held by the run.
 
 ``migrate.yml`` and ``rollback.yml`` take the Lease before anything else, every engine call
-renews it, and the run releases it at the end (failed or not). A second run finds it held and
-refuses, naming the holder and since when, before it changes anything. A Lease whose holder
-stopped renewing (a killed run) can be taken over once it has expired.
+renews it, and so does every wait inside a call (``KeepAlive``: at most a third of the Lease's
+duration apart), and the run releases it at the end (failed or not). A second run finds it held
+and refuses, naming the holder and since when, before it changes anything. A Lease whose holder
+stopped renewing (a killed run) can be taken over once it has expired. A run whose Lease was
+deleted or taken stops at its next renewal (``LeaseLost``).
 """
 from __future__ import annotations
 
 import getpass
 import os
 import socket
+import time
 import uuid
 from datetime import datetime, timezone
 from typing import Any, Callable, Optional
@@ -22,8 +25,16 @@ from ansible.module_utils.tapio_kube import Kube, KubeError
 MICRO_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
+# Shorter leases would lapse during one Kubernetes API call (its timeouts are seconds long).
+MINIMUM_DURATION = 10
+
+
 class LeaseHeld(Exception):
     """Another run holds the Lease; the message names it."""
+
+
+class LeaseLost(LeaseHeld):
+    """This run's Lease was deleted or taken while the run went on."""
 
 
 def new_holder() -> str:
@@ -128,15 +139,23 @@ class Lock:
         return action
 
     def renew(self, check_mode: bool = False) -> None:
-        """Renew the Lease this run took; refuse when another run holds it. Writes only a Lease
-        this run holds: a call without one (a check-mode run, whose lock phase took nothing,
-        or a phase playbook) never creates one."""
+        """Renew the Lease this run took. Writes only a Lease this run holds: a call without one
+        (a check-mode run, whose lock phase took nothing) never creates one. Raises LeaseLost
+        when the Lease was deleted, released or taken since: the run must stop, since another
+        run may now be changing the same workloads."""
         lease = self.kube.get("Lease", self.namespace, self.name)
-        action, why = decide(lease, self.holder, self.now())
-        if action == "refuse":
-            raise LeaseHeld(f"This run's lock was taken by another run: {why} ({self.label}). Stopped here.")
-        if action == "renew" and not check_mode:
-            self.take()
+        if check_mode:
+            action, why = decide(lease, self.holder, self.now())
+            if action == "refuse":
+                raise LeaseHeld(f"This run's lock was taken by another run: {why} ({self.label}). Stopped here.")
+            return
+        holder = ((lease or {}).get("spec") or {}).get("holderIdentity") or ""
+        if holder != self.holder:
+            what = f"was taken by {holder}" if holder else "was deleted or released"
+            raise LeaseLost(f"This run's lock {self.label} {what} while the run went on: stopped here, before its "
+                            "next change, since another run may be changing the same workloads. Check what that "
+                            "run did, then run again (a rollback restores the recorded state).")
+        self.take()
 
     def release(self) -> bool:
         """Delete the Lease when this run holds it; True when it did."""
@@ -148,3 +167,29 @@ class Lock:
                           not_found_ok=True)
         self.log(f"released {self.label}")
         return True
+
+
+class KeepAlive:
+    """The run's Lease renewed while an engine call waits: its ``sleep`` renews the Lease
+    whenever a third of its duration has passed since the last renewal, in the middle of a long
+    sleep too, so one long wait (a large rollout, a drain) cannot outlast it; LeaseLost stops
+    the wait."""
+
+    def __init__(self, lock: Lock, check_mode: bool, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.lock, self.check_mode, self.clock, self._sleep = lock, check_mode, clock, sleep
+        self.interval = max(1.0, lock.duration / 3)
+        self.last = clock()
+        self.renewals = 0
+
+    def sleep(self, seconds: float) -> None:
+        ends = self.clock() + seconds
+        while True:
+            now = self.clock()
+            if now - self.last >= self.interval:
+                self.lock.renew(self.check_mode)
+                self.last, self.renewals = self.clock(), self.renewals + 1
+                now = self.last
+            if now >= ends:
+                return
+            self._sleep(min(ends - now, self.last + self.interval - now))

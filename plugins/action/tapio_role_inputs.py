@@ -13,15 +13,22 @@ The algorithm is ``ansible.builtin.validate_argument_spec``'s: each option the s
 taken from the task's variables (the play's, and the imported roles' defaults and vars, which
 an import exposes to the play), templated and checked with ArgumentSpecValidator. Every error of
 every role is reported together, prefixed with the role and entry point.
+
+Then the rules no single role can check, between the NATS install and the streams on it
+(``cross_role_problems``): a stream's replicas above the servers this run installs, and
+streams' max_bytes above the JetStream file store those servers have.
 """
 from __future__ import annotations
 
+import importlib.util
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 from ansible.errors import AnsibleError
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
 DOCUMENTATION = r"""
@@ -41,6 +48,58 @@ options:
 """
 
 ROLES_DIR = Path(__file__).resolve().parents[2] / "roles"
+NATS_CONFIG = Path(__file__).resolve().parents[2] / "module_utils" / "tapio_nats_config.py"
+# Read by cross_role_problems, when the play has them.
+CROSS_ROLE_VARIABLES = ("tapio_nats_install", "nats_cluster_replicas", "nats_cluster_storage_size",
+                        "nats_cluster_file_store_percent", "nats_streams_managed_streams")
+_QUANTITY = {"": 1, "k": 1000, "K": 1000, "Ki": 1024, "M": 1000**2, "Mi": 1024**2, "G": 1000**3, "Gi": 1024**3,
+             "T": 1000**4, "Ti": 1024**4}
+
+
+def _parse_size(value: Any) -> int:
+    """A stream's max_bytes as the nats_stream module reads it (bytes or 1024-based 10GB)."""
+    spec = importlib.util.spec_from_file_location("tapio_role_inputs_sizes", NATS_CONFIG)
+    sizes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sizes)
+    return int(sizes.parse_size(value, "max_bytes"))
+
+
+def cross_role_problems(values: dict[str, Any]) -> list[str]:
+    """Streams the NATS cluster this run installs cannot hold: replicas above its servers,
+    max_bytes above a server's file store, or all of them (each replica counted) above the
+    cluster's. Nothing is checked when the run does not install NATS (the server judges)."""
+    if not boolean(values.get("tapio_nats_install", True), strict=False):
+        return []
+    streams = [s for s in values.get("nats_streams_managed_streams") or []
+               if isinstance(s, dict) and s.get("state", "present") != "absent"]
+    try:
+        servers = int(values.get("nats_cluster_replicas", 0))
+        match = re.match(r"^([0-9]+)(|k|K|Ki|M|Mi|G|Gi|T|Ti)$", str(values.get("nats_cluster_storage_size", "")))
+        store = (int(match.group(1)) * _QUANTITY[match.group(2)] * int(values.get("nats_cluster_file_store_percent",
+                                                                                     90)) // 100) if match else 0
+    except (TypeError, ValueError):
+        return []  # the roles' own argument specs name a wrong type
+    problems, reserved = [], 0
+    for stream in streams:
+        name, replicas = stream.get("name", "?"), int(stream.get("replicas") or 1)
+        if servers and replicas > servers:
+            problems.append(f"stream {name}: replicas {replicas} is more than the {servers} NATS servers this run "
+                            "installs (nats_cluster_replicas)")
+        try:
+            size = _parse_size(stream.get("max_bytes", -1))
+        except ValueError:
+            continue  # the module names a bad size
+        if size > 0 and stream.get("storage", "file") == "file":
+            reserved += size * min(replicas, servers or replicas)
+            if store and size > store:
+                problems.append(f"stream {name}: max_bytes {stream.get('max_bytes')} is more than a NATS server's "
+                                f"file store ({store} bytes: nats_cluster_storage_size "
+                                f"{values.get('nats_cluster_storage_size')} x nats_cluster_file_store_percent)")
+    if store and servers and reserved > store * servers:
+        problems.append(f"the streams' max_bytes, each counted once per replica ({reserved} bytes), are more than "
+                        f"the {servers} NATS servers' file stores together ({store * servers} bytes): raise "
+                        "nats_cluster_storage_size or lower max_bytes")
+    return problems
 
 
 def entry_point_options(role_dir: Path, entry_point: str) -> dict[str, Any]:
@@ -85,6 +144,9 @@ class ActionModule(ActionBase):
             values = self._templar.template({name: task_vars[name] for name in options if name in task_vars})
             errors.extend(role_errors(f"role {role} ({entry_point})", options, values))
             checked.append(f"{role}:{entry_point}")
+        if not errors:  # with a wrong type the values below mean nothing
+            errors.extend(cross_role_problems(self._templar.template(
+                {name: task_vars[name] for name in CROSS_ROLE_VARIABLES if name in task_vars})))
         result.update(changed=False, roles=checked)
         if errors:
             result.update(failed=True, argument_errors=errors,

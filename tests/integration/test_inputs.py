@@ -55,6 +55,14 @@ CASES = [
                  "role nats_streams (main): argument 'nats_streams_verify' is of type str", id="role-input-type"),
     pytest.param({"tapio_kubeconfig": "/nonexistent/kubeconfig"},
                  "tapio_kubeconfig /nonexistent/kubeconfig does not exist", id="missing-kubeconfig"),
+    pytest.param({"tapio_collectors": [GOOD_COLLECTOR, {**GOOD_COLLECTOR, "name": "tapio-audit-collector",
+                                                        "subject_prefix": "tapio.events.k8s.audit"}]},
+                 "publish under overlapping subject prefixes (tapio.events.k8s, tapio.events.k8s.audit)",
+                 id="overlapping-subject-prefixes"),
+    # Between two roles: the streams phase would fail only after NATS was installed.
+    pytest.param({"nats_cluster_replicas": 1},
+                 "stream TAPIO_EVENTS: replicas 3 is more than the 1 NATS servers this run installs",
+                 id="stream-replicas-above-the-install"),
 ]
 
 

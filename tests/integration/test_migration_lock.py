@@ -6,9 +6,12 @@ the first run's holder; a live Lease of another run stops a rollback the same wa
 (a killed run that stopped renewing) is taken over and released at the end."""
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import pytest
@@ -16,7 +19,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from conftest import KubeLab
-from migration_lab import MigrationLab, Run, make_lab
+from migration_lab import COLLECTORS, MigrationLab, Run, make_lab
 
 LEASE = "tapio-nats-migration"
 
@@ -88,3 +91,50 @@ def test_a_stale_lease_of_a_killed_run_is_taken_over_and_released(lab: Migration
     assert run.rc == 0, run.explain()
     assert all("TAPIO_OUTPUT_MODE" not in lab.env(name) for name in ("tapio-pipeline",))
     assert read_lease(lab) is None
+
+
+def test_a_wait_longer_than_the_lease_keeps_it_and_a_deleted_lease_stops_the_run(lab: MigrationLab,
+                                                                                  tmp_path: Path) -> None:
+    """The canary collector's new pods never become ready (they ask for 64 CPUs on 32-CPU kwok
+    nodes), so its rollout wait lasts until the progress deadline, far longer than the 10 s
+    Lease: the Lease stays held and renewed, a second run is refused naming the holder, and
+    deleting the Lease stops the first run with its reason, long before the deadline."""
+    output = tmp_path / "first.log"
+    first = lab.start_playbook("migrate.yml", output=output, extra={
+        "tapio_nats_install": False, "tapio_lock_duration": 10, "tapio_collectors_progress_deadline": 600,
+        "tapio_collectors_order": list(COLLECTORS),
+        "tapio_collectors_container_overrides": {COLLECTORS[0]: {"resources": {"requests": {"cpu": "64"}}}}})
+    try:
+        deadline = time.monotonic() + 240
+        while lab.env(COLLECTORS[0]).get("TAPIO_OUTPUT_MODE") != "nats":
+            assert first.poll() is None, Run.from_output(first.returncode, output).explain()
+            assert time.monotonic() < deadline, "the canary was never switched"
+            time.sleep(0.5)
+        holder = read_lease(lab).spec.holder_identity
+        switched_at = time.monotonic()
+        renewals: set[datetime] = set()
+        # Past the Lease's whole duration (10 s) inside the one rollout wait, it is still this
+        # run's and has been renewed more than once.
+        while time.monotonic() - switched_at < 15 or len(renewals) < 3:
+            lease = read_lease(lab)
+            assert lease is not None and lease.spec.holder_identity == holder, "the Lease lapsed during the wait"
+            renewals.add(lease.spec.renew_time)
+            assert time.monotonic() - switched_at < 120, f"the Lease was not renewed during the wait: {renewals}"
+            time.sleep(0.5)
+        second = migrate(lab)
+        assert second.rc != 0 and f"{holder} holds it since" in second.stdout, second.explain()
+        assert first.poll() is None, "the first run ended before its Lease was deleted"
+
+        client.CoordinationV1Api(lab.api).delete_namespaced_lease(LEASE, lab.namespace)
+        rc = first.wait(timeout=300)
+        run = Run.from_output(rc, output)
+        assert rc != 0, run.explain()
+        assert f"This run's lock Lease {lab.namespace}/{LEASE} was deleted or released while the run went on: " \
+               "stopped here" in run.stdout, run.explain()
+        assert "no progress for" not in run.stdout, "the run stopped on its deadline, not on the lost Lease"
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait(timeout=60)
+    restored = lab.rollback("restore")
+    assert restored.rc == 0, restored.explain()

@@ -133,7 +133,7 @@ def run_vars(events: dict[str, Any], **extra: Any) -> dict[str, Any]:
     # A short Lease, so that the run after a killed one takes the Lease over once it has expired.
     return {"tapio_migration_nats_checks": True, "tapio_collectors": collectors, "tapio_events_stream": events["stream"],
             "tapio_pipeline_consumer": "pipeline", "tapio_collectors_gate_consumer_prefix": "gate-",
-            "tapio_poll_interval": 0.5, "tapio_progress_deadline": 60, "tapio_lock_duration": 2, **extra}
+            "tapio_poll_interval": 0.5, "tapio_progress_deadline": 60, "tapio_lock_duration": 10, **extra}
 
 
 def migrate(lab: MigrationLab, events: dict[str, Any]) -> dict[str, dict[str, Any]]:

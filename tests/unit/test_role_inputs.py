@@ -37,3 +37,34 @@ def test_required_options_are_required() -> None:
 def test_entry_points_are_parsed() -> None:
     assert role_inputs.parse_role("nats_cluster") == ("nats_cluster", "main")
     assert role_inputs.parse_role("nats_cluster:verify_nats") == ("nats_cluster", "verify_nats")
+
+
+STREAMS = [{"name": "TAPIO_EVENTS", "replicas": 3, "max_bytes": "1GB", "storage": "file"},
+           {"name": "TAPIO_ADVISORIES", "replicas": 3, "max_bytes": "64MB"}]
+CLUSTER = {"tapio_nats_install": True, "nats_cluster_replicas": 3, "nats_cluster_storage_size": "10Gi",
+           "nats_cluster_file_store_percent": 90, "nats_streams_managed_streams": STREAMS}
+
+
+def test_streams_that_fit_the_nats_install_pass() -> None:
+    assert role_inputs.cross_role_problems(CLUSTER) == []
+    assert role_inputs.cross_role_problems({**CLUSTER, "nats_streams_managed_streams": [
+        {"name": "S", "replicas": 5, "max_bytes": -1}], "tapio_nats_install": False}) == []
+
+
+def test_stream_replicas_above_the_installed_servers_are_refused() -> None:
+    found = role_inputs.cross_role_problems({**CLUSTER, "nats_cluster_replicas": "1"})
+    assert found[0] == "stream TAPIO_EVENTS: replicas 3 is more than the 1 NATS servers this run installs " \
+                       "(nats_cluster_replicas)"
+
+
+def test_max_bytes_above_the_file_store_are_refused_one_by_one_and_together() -> None:
+    one = role_inputs.cross_role_problems({**CLUSTER, "nats_cluster_storage_size": "512Mi"})
+    assert any(p.startswith("stream TAPIO_EVENTS: max_bytes 1GB is more than a NATS server's file store") for p in one)
+    together = role_inputs.cross_role_problems({**CLUSTER, "nats_cluster_storage_size": "1050Mi",
+                                                "nats_cluster_file_store_percent": 100})
+    assert together == [f"the streams' max_bytes, each counted once per replica ({3 * (1024 + 64) * 1024 ** 2} "
+                        f"bytes), are more than the 3 NATS servers' file stores together "
+                        f"({3 * 1050 * 1024 ** 2} bytes): raise nats_cluster_storage_size or lower max_bytes"]
+    absent = {**CLUSTER, "nats_cluster_storage_size": "512Mi",
+              "nats_streams_managed_streams": [{**STREAMS[0], "state": "absent"}]}
+    assert role_inputs.cross_role_problems(absent) == []

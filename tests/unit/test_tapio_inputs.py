@@ -233,7 +233,8 @@ def test_every_problem_is_reported_in_order() -> None:
 # -- the module, run as the action plugin runs it ----------------------------------------------
 action = load_file("tapio_test_action_plugin_inputs", REPO_ROOT / "plugins" / "action" / "tapio_migration.py")
 inputs_module = load_file("tapio_test_library_inputs", REPO_ROOT / "library" / "tapio_inputs.py")
-MODULE_ARGS = {"host": HOST, "namespace": "tapio", "pipeline": GOOD["tapio_pipeline"], "collectors": COLLECTORS,
+MODULE_ARGS = {"host": HOST, "namespace": "tapio", "kube_context": "kwok-tapio-lab", "pipeline": GOOD["tapio_pipeline"],
+               "collectors": COLLECTORS,
                "nats_servers": GOOD["tapio_nats_servers"], "nats_component_password_names": WORKLOADS}
 
 
@@ -259,8 +260,64 @@ def test_module_reports_every_problem_one_a_line() -> None:
 
 
 def test_module_hides_url_credentials_and_the_route_password() -> None:
-    result = run({**MODULE_ARGS, "nats_servers": ["http://user:s3cret@127.0.0.1:4222"], "nats_route_password": "r/oute"})
+    result = run({**MODULE_ARGS, "nats_servers": ["http://user:s3cret@127.0.0.1:4222"], "nats_route_password": "r/oute",
+                  "nats_password": "pass\nword", "nats_component_passwords": {"tapio-pipeline": "comp\tword"}})
     text = json.dumps(result)
     assert "s3cret" not in text and "r/oute" not in text
+    assert json.dumps("pass\nword")[1:-1] not in text and json.dumps("comp\tword")[1:-1] not in text
+    assert "tapio_nats_password holds a control character" in result["msg"]
     assert "NATS servers not nats:// or tls:// URLs=['http://********@127.0.0.1:4222']" in result["msg"]
     assert "1 NATS URL(s) in lab's tapio_nats_servers / tapio_nats_url carry credentials" in result["msg"]
+
+
+
+# -- subjects, passwords, URL, context, rollout order (issue: every bad input refused first) --
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"tapio_collectors": [COLLECTORS[0], {**COLLECTORS[1], "subject_prefix": "tapio.events.k8s.audit"}]},
+     "lab: collectors tapio-k8s-collector and tapio-systemd-collector publish under overlapping subject prefixes "
+     "(tapio.events.k8s, tapio.events.k8s.audit)"),
+    ({"tapio_collectors": [COLLECTORS[0], {**COLLECTORS[1], "subject_prefix": "tapio.events.k8s"}]},
+     "overlapping subject prefixes (tapio.events.k8s, tapio.events.k8s)"),
+    ({"tapio_collectors": [COLLECTORS[0], {**COLLECTORS[1], "subject_prefix": "other.events.systemd"}]},
+     "lab: collector tapio-systemd-collector's subjects other.events.systemd.> are outside the events stream's "
+     "subjects tapio.events.> (tapio_consume_subjects)"),
+    ({"tapio_consume_subjects": "tapio.events.k8s.>"}, "tapio-systemd-collector's subjects tapio.events.systemd.> "
+     "are outside the events stream's subjects tapio.events.k8s.>"),
+    ({"tapio_consume_subjects": ">", "tapio_collectors": [{**COLLECTORS[0], "subject_prefix": "_INBOX.k8s"}]},
+     "lab: collector tapio-k8s-collector's subject_prefix _INBOX.k8s is a subject NATS reserves"),
+    ({"tapio_nats_password": "secret\n"}, "lab: tapio_nats_password holds a control character"),
+    ({"tapio_nats_component_passwords": {"tapio-pipeline": "a\tb"}},
+     "lab: tapio_nats_component_passwords[tapio-pipeline] holds a control character"),
+    ({"tapio_nats_url": "nats://tapio-nats:4222; rm -rf /"}, "lab: tapio_nats_url 'nats://tapio-nats:4222; rm -rf /' "
+     "is not a nats:// or tls:// URL of a host and port"),
+    ({"tapio_nats_url": "http://tapio-nats:4222"}, "is not a nats:// or tls:// URL"),
+    ({"tapio_kube_context": None}, "lab: tapio_kube_context is not set, so the kubeconfig's current context would "
+     "be migrated"),
+    ({"tapio_collectors_order": ["tapio-k8s-collector", "tapio-ebpf-collector"]},
+     "lab: tapio_collectors_order ['tapio-k8s-collector', 'tapio-ebpf-collector'] must list collectors of "
+     "tapio_collectors (tapio-k8s-collector, tapio-systemd-collector), each at most once; unknown: "
+     "tapio-ebpf-collector; repeated: none"),
+    ({"tapio_collectors_order": ["tapio-k8s-collector", "tapio-k8s-collector"]}, "repeated: tapio-k8s-collector"),
+    ({"tapio_collectors_order": []}, "must list collectors of tapio_collectors"),
+    ({"tapio_collectors_batch_size": 0}, "lab: tapio_collectors_batch_size 0 must be a whole number of at least 1"),
+    ({"tapio_collectors_batch_size": "two"}, "tapio_collectors_batch_size 'two' must be a whole number"),
+    ({"tapio_lock_duration": 2}, "lab: tapio_lock_duration 2 must be a whole number of seconds, at least 10"),
+    ({"tapio_lock_duration": "15m"}, "tapio_lock_duration '15m' must be a whole number of seconds"),
+])
+def test_inputs_that_used_to_fail_late_are_refused_first(changes: dict[str, Any], message: str) -> None:
+    assert message in only(problems(**changes))
+
+
+@pytest.mark.parametrize("changes", [
+    {"tapio_nats_url": "nats://a:4222,tls://b.example.com:4223"}, {"tapio_nats_url": "nats://10.0.0.1"},
+    {"tapio_consume_subjects": "tapio.>"}, {"tapio_collectors_order": ["tapio-systemd-collector"]},
+    {"tapio_collectors_batch_size": "2"}, {"tapio_nats_password": 'a "quoted" secret with spaces'},
+    {"tapio_lock_duration": 10}, {"tapio_lock_duration": "900"},
+])
+def test_good_values_of_the_new_rules_pass(changes: dict[str, Any]) -> None:
+    assert problems(**changes) == []
+
+
+def test_password_problems_name_the_variable_never_the_value() -> None:
+    found = " ".join(problems(tapio_nats_password="s3cret\x00", tapio_nats_component_passwords={"x": "p\x7f"}))
+    assert "s3cret" not in found and "tapio_nats_component_passwords[x]" in found

@@ -115,9 +115,7 @@ def test_a_holder_says_who_and_where() -> None:
 
 
 @pytest.mark.parametrize("current, writes", [
-    (None, []),                      # a check-mode run took nothing: a renewal creates nothing
     (held("me", 30), ["replace"]),   # ours: renewed
-    (held("other", 5000), []),       # expired but not ours: left alone
 ])
 def test_a_renewal_writes_only_a_lease_this_run_holds(current: Optional[dict[str, Any]], writes: list[str]) -> None:
     kube = FakeKube(current)
@@ -125,8 +123,61 @@ def test_a_renewal_writes_only_a_lease_this_run_holds(current: Optional[dict[str
     assert kube.writes == writes
 
 
-def test_a_renewal_stops_the_run_when_another_run_took_the_lease() -> None:
-    kube = FakeKube(held("other", 5))
-    with pytest.raises(lease.LeaseHeld, match="This run's lock was taken by another run: other holds"):
+@pytest.mark.parametrize("current, what", [
+    (None, "was deleted or released"),                     # someone deleted it mid-run
+    (held("", 5), "was deleted or released"),
+    (held("other", 5), "was taken by other"),               # another run holds it
+    (held("other", 5000), "was taken by other"),            # even expired: not ours to renew
+])
+def test_a_renewal_stops_the_run_when_its_lease_is_gone_or_taken(current: Optional[dict[str, Any]],
+                                                                 what: str) -> None:
+    kube = FakeKube(current)
+    with pytest.raises(lease.LeaseLost, match=f"This run's lock Lease tapio/tapio-nats-migration {what} while the "
+                                              "run went on: stopped here"):
         lock_for(kube).renew()
     assert kube.writes == []
+
+
+def test_a_check_mode_renewal_writes_nothing_and_needs_no_lease() -> None:
+    for current in (None, held("me", 30)):
+        kube = FakeKube(current)
+        lock_for(kube).renew(check_mode=True)
+        assert kube.writes == []
+    with pytest.raises(lease.LeaseHeld, match="taken by another run: other holds"):
+        lock_for(FakeKube(held("other", 5))).renew(check_mode=True)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now, self.sleeps = 0.0, []  # type: float, list[float]
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(round(seconds, 3))
+        self.now += seconds
+
+
+def test_a_long_wait_renews_the_lease_every_third_of_its_duration() -> None:
+    kube, clock = FakeKube(held("me", 0, duration=30)), Clock()
+    keep = lease.KeepAlive(lock_for(kube), False, clock=clock.time, sleep=clock.sleep)
+    assert keep.interval == 300  # a third of lock_for's 900 s
+    keep = lease.KeepAlive(lease.Lock(kube, "tapio", "tapio-nats-migration", "me", 30, log=lambda _: None,
+                                      now=lambda: NOW), False, clock=clock.time, sleep=clock.sleep)
+    keep.sleep(35)  # one sleep longer than the whole lease: renewed inside it
+    assert kube.writes == ["replace", "replace", "replace"] and keep.renewals == 3
+    assert sum(clock.sleeps) == 35 and max(clock.sleeps) <= 10
+    for _ in range(10):
+        keep.sleep(1)  # short polls: renewed only when a third has passed
+    assert keep.renewals == 4
+
+
+def test_a_wait_stops_when_the_lease_is_lost() -> None:
+    kube, clock = FakeKube(held("me", 0, duration=30)), Clock()
+    keep = lease.KeepAlive(lease.Lock(kube, "tapio", "tapio-nats-migration", "me", 30, log=lambda _: None,
+                                      now=lambda: NOW), False, clock=clock.time, sleep=clock.sleep)
+    kube.lease = None  # deleted by someone
+    with pytest.raises(lease.LeaseLost):
+        keep.sleep(60)
+    assert clock.now == 10  # stopped at the first renewal, not at the end of the wait
