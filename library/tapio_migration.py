@@ -122,9 +122,10 @@ options:
     default: NATS_SUBJECT_PREFIX
   workload_secrets:
     description:
-      - C(pipeline), C(collectors_*), C(preflight) - C({shared, prefix}) when each workload has its own
-        NATS user - every O(env) entry whose C(secretKeyRef) names the Secret C(shared) reads
-        C(<prefix><workload name>) instead, and preflight requires those Secrets; empty, the
+      - C(pipeline), C(collectors_*), C(preflight) - C({shared, prefix, inbox_env}) when each workload
+        has its own NATS user - every O(env) entry whose C(secretKeyRef) names the Secret C(shared) reads
+        C(<prefix><workload name>) instead, preflight requires those Secrets, and the env var
+        C(inbox_env) carries the workload's own inbox prefix (C(_INBOX_<workload name>)); empty, the
         shared Secret as given.
     type: dict
     default: {}

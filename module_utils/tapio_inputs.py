@@ -34,7 +34,8 @@ ROUTE_PASSWORD = r"^[A-Za-z0-9._~-]+$"
 # One or more comma-separated nats:// or tls:// URLs of a host name or address and a port: the
 # value goes into pod env and, quoted, into the preflight probe's command.
 NATS_URL_LIST = r"^(nats|tls)://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?(,(nats|tls)://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?)*$"
-# Subjects NATS itself uses: request replies (_INBOX), service import replies (_R_).
+# Subjects NATS itself uses: request replies (_INBOX, and each workload's _INBOX_<name>),
+# service import replies (_R_).
 RESERVED_SUBJECT_PREFIXES = ("_INBOX", "_R_")
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 DEFAULT_EVENTS_SUBJECTS = "tapio.events.>"
@@ -210,7 +211,7 @@ def subject_prefix_problems(inputs: Inputs, host: str) -> list[str]:
              if matches(SUBJECT_TOKENS, c["subject_prefix"])]
     problems = [f"{host}: collector {name}'s subject_prefix {prefix} is a subject NATS reserves "
                 f"({', '.join(RESERVED_SUBJECT_PREFIXES)}); choose one under {stream}"
-                for name, prefix in named if prefix.split(".")[0] in RESERVED_SUBJECT_PREFIXES]
+                for name, prefix in named if prefix.split(".")[0].startswith(RESERVED_SUBJECT_PREFIXES)]
     problems += [f"{host}: collector {name}'s subjects {prefix}.> are outside the events stream's subjects "
                  f"{stream} (tapio_consume_subjects): its events would not be stored"
                  for name, prefix in named if not subject_is_within(f"{prefix}.>", stream)]

@@ -205,6 +205,9 @@ def connect_options(params: dict[str, Any]) -> dict[str, Any]:
     }
     if params.get("user"):
         options["user"], options["password"] = params["user"], params.get("password")
+        # The toolkit's replies (JetStream API answers, pulled messages) on an inbox of its own,
+        # as each workload has (plugins/filter/tapio_nats_users.py): no other user may read it.
+        options["inbox_prefix"] = "_INBOX_" + re.sub(r"[^A-Za-z0-9_-]", "_", str(params["user"]))
     if params.get("token"):
         options["token"] = params["token"]
     if params.get("creds_file"):

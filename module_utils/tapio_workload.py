@@ -15,6 +15,7 @@ import copy
 import hashlib
 import json
 import math
+import re
 from typing import Any, Optional
 
 # Server-managed metadata that a record must not carry (it would make a restore conflict).
@@ -333,11 +334,21 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
+INBOX_PREFIX = "_INBOX_"
+
+
+def inbox_prefix(workload: str) -> str:
+    """A workload's own inbox prefix, the one its NATS user may subscribe to (the
+    tapio_nats_users filter renders the same into nats.conf)."""
+    return INBOX_PREFIX + re.sub(r"[^A-Za-z0-9_-]", "_", workload)
+
+
 def workload_env(env: list[dict[str, Any]], workload: str, secrets: Optional[dict[str, Any]]) -> list[dict[str, Any]]:
     """*env* for one workload when each has its own NATS user: an entry whose secretKeyRef
     names ``secrets['shared']`` reads ``<secrets['prefix']><workload>`` instead (so a
-    collector's pods get its publish-only user). Other Secret references, such as a user's
-    extra env, are kept; no *secrets* (or no prefix) returns *env* unchanged."""
+    collector's pods get its publish-only user), and with ``secrets['inbox_env']`` that
+    variable carries the workload's own inbox prefix. Other Secret references, such as a
+    user's extra env, are kept; no *secrets* (or no prefix) returns *env* unchanged."""
     if not secrets or not secrets.get("prefix"):
         return env
     shared, own = secrets.get("shared"), f"{secrets['prefix']}{workload}"
@@ -347,6 +358,9 @@ def workload_env(env: list[dict[str, Any]], workload: str, secrets: Optional[dic
         if ref.get("name") == shared:
             entry = deep_merge(entry, {"valueFrom": {"secretKeyRef": {"name": own}}})
         result.append(entry)
+    if secrets.get("inbox_env"):
+        result = [e for e in result if e.get("name") != secrets["inbox_env"]]
+        result.append({"name": secrets["inbox_env"], "value": inbox_prefix(workload)})
     return result
 
 

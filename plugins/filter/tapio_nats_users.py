@@ -8,12 +8,18 @@ workload, with only the subjects it needs:
 
 - the toolkit (``tapio_nats_user``): everything (it creates streams and consumers);
 - each collector: publish to its own subject prefix (``<prefix>`` and ``<prefix>.>``) and
-  receive replies (``_INBOX.>``, where JetStream sends the publish acknowledgement); it
-  cannot publish another collector's subjects, call the JetStream API (no stream delete,
-  purge or consumer create) or read any stream;
+  receive replies on its own inbox (``_INBOX_<name>.>``, where JetStream sends the publish
+  acknowledgement); it cannot publish another collector's subjects, call the JetStream API
+  (no stream delete, purge or consumer create), read any stream, or subscribe to another
+  client's inbox (the pipeline's pulled events and the toolkit's API replies go to theirs);
 - the pipeline: read its durable consumer (``$JS.API.CONSUMER.INFO`` and
   ``$JS.API.CONSUMER.MSG.NEXT`` for that stream and consumer only), acknowledge its messages
-  (``$JS.ACK.<stream>.<consumer>.>``) and receive replies; it cannot publish events.
+  (``$JS.ACK.<stream>.<consumer>.>``) and receive replies on its own inbox; it cannot publish
+  events.
+
+A workload's client takes its replies on ``inbox_prefix(name)`` (``_INBOX_<name>``): the
+migration sets it in the pods' env (``NATS_INBOX_PREFIX``) and Tapio's client passes it as its
+NATS connection's inbox prefix (nats-py ``inbox_prefix``, nats.go ``CustomInboxPrefix``).
 
 A filter, not a module: the same list is rendered into the nats_cluster role's nats.conf and
 into the lab's loopback servers' configuration, so the permissions the lab enforces are the
@@ -30,7 +36,13 @@ from ansible.errors import AnsibleFilterError
 SUBJECT_PREFIX = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 # Stream and consumer names: no whitespace, '.', '*', '>' or path separators (nats-server's rule).
 JETSTREAM_NAME = re.compile(r"^[^\s.*>/\\]+$")
-REPLIES = "_INBOX.>"
+INBOX_PREFIX = "_INBOX_"
+
+
+def inbox_prefix(name: str) -> str:
+    """A workload's own inbox prefix: ``tapio-k8s-collector`` -> ``_INBOX_tapio-k8s-collector``
+    (module_utils/tapio_workload.py sets the same in the pods' env)."""
+    return INBOX_PREFIX + re.sub(r"[^A-Za-z0-9_-]", "_", str(name))
 
 
 def component_password_env(name: str) -> str:
@@ -39,16 +51,16 @@ def component_password_env(name: str) -> str:
     return "NATS_PASSWORD_" + re.sub(r"[^A-Z0-9]", "_", str(name).upper())
 
 
-def collector_permissions(subject_prefix: str) -> dict[str, Any]:
+def collector_permissions(subject_prefix: str, name: str) -> dict[str, Any]:
     return {"publish": {"allow": [subject_prefix, f"{subject_prefix}.>"]},
-            "subscribe": {"allow": [REPLIES]}}
+            "subscribe": {"allow": [f"{inbox_prefix(name)}.>"]}}
 
 
-def pipeline_permissions(stream: str, consumer: str) -> dict[str, Any]:
+def pipeline_permissions(stream: str, consumer: str, name: str) -> dict[str, Any]:
     return {"publish": {"allow": [f"$JS.API.CONSUMER.INFO.{stream}.{consumer}",
                                   f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}",
                                   f"$JS.ACK.{stream}.{consumer}.>"]},
-            "subscribe": {"allow": [REPLIES]}}
+            "subscribe": {"allow": [f"{inbox_prefix(name)}.>"]}}
 
 
 def _problems(admin: dict[str, Any], pipeline: dict[str, Any], collectors: list[dict[str, Any]],
@@ -96,12 +108,13 @@ def tapio_nats_users(admin: dict[str, Any], pipeline: dict[str, Any], collectors
 
     users = [{key: admin[key] for key in ("user", "password", "password_env") if admin.get(key)}]
     users.append({"user": pipeline["name"], **secret(pipeline["name"]),
-                  "permissions": pipeline_permissions(stream, consumer)})
-    users.extend({"user": c["name"], **secret(c["name"]), "permissions": collector_permissions(c["subject_prefix"])}
-                 for c in collectors)
+                  "permissions": pipeline_permissions(stream, consumer, pipeline["name"])})
+    users.extend({"user": c["name"], **secret(c["name"]),
+                  "permissions": collector_permissions(c["subject_prefix"], c["name"])} for c in collectors)
     return users
 
 
 class FilterModule:
     def filters(self) -> dict[str, Any]:
-        return {"tapio_nats_users": tapio_nats_users, "tapio_nats_password_env": component_password_env}
+        return {"tapio_nats_users": tapio_nats_users, "tapio_nats_password_env": component_password_env,
+                "tapio_nats_inbox_prefix": inbox_prefix}

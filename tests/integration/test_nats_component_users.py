@@ -47,9 +47,22 @@ class Client:
             if found:
                 self.refused.append((found.group(1).lower(), found.group(2).lower()))
 
+        # Each workload's client takes replies on its own inbox, as the migration tells its pods to
+        # (NATS_INBOX_PREFIX): its user may subscribe nowhere else.
         self.nc = await nats.connect(servers=AUTH["servers"], user=user, password=password, error_cb=on_error,
-                                     allow_reconnect=False, connect_timeout=5)
+                                     allow_reconnect=False, connect_timeout=5, inbox_prefix=f"_INBOX_{user}")
         return self
+
+    async def refused_subscription(self, subject: str) -> Any:
+        """Subscribe to *subject*; the server must refuse it. Returns the subscription, which
+        must then receive nothing."""
+        sub = await self.nc.subscribe(subject)
+        await self.nc.flush()
+        for _ in range(50):
+            if ("subscription", subject.lower()) in self.refused:
+                return sub
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"no permissions violation for subscription to {subject}; the server said {self.refused}")
 
     async def refusal(self, what: str, subject: str, call: Callable[[], Awaitable[Any]]) -> None:
         """*call* must get no answer and the server must name *subject* as refused."""
@@ -88,6 +101,7 @@ async def scenario() -> None:
         try:
             await check_collector(collector)
             await check_pipeline(pipeline)
+            await check_no_one_reads_another_inbox(collector, pipeline, admin)
         finally:
             await collector.nc.close()
             await pipeline.nc.close()
@@ -142,6 +156,26 @@ async def check_pipeline(client: Client) -> None:
     # Another durable's messages are not its own.
     other = f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.perm-test"
     await client.refusal("publish", other, lambda: nc.request(other, b"{}", timeout=1))
+
+
+async def check_no_one_reads_another_inbox(collector: Client, pipeline: Client, admin: Any) -> None:
+    """Replies go to each client's own inbox: a collector cannot listen on the shared _INBOX.>
+    or the pipeline's inbox while the pipeline pulls from its durable and the toolkit reads the
+    stream, and the others' answers still arrive."""
+    wide = await collector.refused_subscription("_INBOX.>")
+    theirs = await collector.refused_subscription("_INBOX_tapio-pipeline.>")
+    # The pipeline pulls (an empty stream answers 404 no messages, a full one a message: either
+    # is a reply to the pipeline's inbox) and the toolkit reads the stream through the API.
+    pulled = await pipeline.nc.request(f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{CONSUMER}",
+                                       b'{"batch": 1, "no_wait": true}', timeout=5)
+    assert pulled.subject.startswith("_INBOX_tapio-pipeline."), pulled.subject
+    assert (await admin.jetstream().stream_info(STREAM)).config.name == STREAM
+    await asyncio.sleep(0.5)  # let anything misrouted arrive before counting
+    assert wide.pending_msgs == 0 and theirs.pending_msgs == 0
+    # The collector's own inbox still works: JetStream's answer to a publish arrives there.
+    answer = await collector.nc.request(f"{COLLECTOR[2]}.perm-test", b"{}", timeout=5,
+                                        headers={"Nats-Expected-Stream": "NONE"})
+    assert b"expected stream does not match" in answer.data
 
 
 def test_each_workload_user_is_refused_what_it_does_not_need() -> None:

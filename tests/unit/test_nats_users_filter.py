@@ -26,14 +26,15 @@ def test_each_workload_gets_only_its_own_subjects() -> None:
     users = by_user(users_filter.tapio_nats_users(ADMIN, PIPELINE, COLLECTORS, "TAPIO_EVENTS", "tapio-pipeline"))
     assert users["tapio"] == ADMIN  # the toolkit keeps every permission
     assert users["tapio-k8s-collector"]["permissions"] == {
-        "publish": {"allow": ["tapio.events.k8s", "tapio.events.k8s.>"]}, "subscribe": {"allow": ["_INBOX.>"]}}
+        "publish": {"allow": ["tapio.events.k8s", "tapio.events.k8s.>"]},
+        "subscribe": {"allow": ["_INBOX_tapio-k8s-collector.>"]}}
     assert users["tapio-ebpf-collector"]["permissions"]["publish"]["allow"] == ["tapio.events.ebpf",
                                                                               "tapio.events.ebpf.>"]
     assert users["tapio-pipeline"]["permissions"] == {
         "publish": {"allow": ["$JS.API.CONSUMER.INFO.TAPIO_EVENTS.tapio-pipeline",
                               "$JS.API.CONSUMER.MSG.NEXT.TAPIO_EVENTS.tapio-pipeline",
                               "$JS.ACK.TAPIO_EVENTS.tapio-pipeline.>"]},
-        "subscribe": {"allow": ["_INBOX.>"]}}
+        "subscribe": {"allow": ["_INBOX_tapio-pipeline.>"]}}
     # Passwords come from the nats-server pod's env unless the lab passes them in.
     assert users["tapio-k8s-collector"]["password_env"] == "NATS_PASSWORD_TAPIO_K8S_COLLECTOR"
     assert "password" not in users["tapio-k8s-collector"]
@@ -67,3 +68,15 @@ def test_bad_input_is_refused_naming_it(admin: dict, pipeline: dict, collectors:
 def test_password_env_names() -> None:
     assert users_filter.component_password_env("tapio-k8s-collector") == "NATS_PASSWORD_TAPIO_K8S_COLLECTOR"
     assert users_filter.component_password_env("a.b") == "NATS_PASSWORD_A_B"
+
+
+def test_the_inbox_in_nats_conf_is_the_one_the_pods_are_given() -> None:
+    from module_utils_loader import load_module_utils
+
+    workload = load_module_utils("tapio_workload")
+    for name in ("tapio-k8s-collector", "tapio-pipeline", "odd.name"):
+        assert users_filter.inbox_prefix(name) == workload.inbox_prefix(name)
+    env = workload.workload_env([{"name": "NATS_URL", "value": "nats://x:4222"}], "tapio-k8s-collector",
+                                {"shared": "auth", "prefix": "auth-", "inbox_env": "NATS_INBOX_PREFIX"})
+    assert env[-1] == {"name": "NATS_INBOX_PREFIX", "value": "_INBOX_tapio-k8s-collector"}
+    assert workload.workload_env(env, "tapio-k8s-collector", {}) == env  # shared user: no own inbox

@@ -24,7 +24,7 @@ import nats
 from nats.errors import ConnectionClosedError, OutboundBufferLimitError
 
 from tapio_sim.events import build_subject, encode, make_event
-from tapio_sim.tls import tls_context
+from tapio_sim.tls import inbox_option, tls_context
 
 if TYPE_CHECKING:
     from tapio_sim.sim import Simulator
@@ -61,8 +61,8 @@ class SharedConnections:
         log.warning("shared NATS connection: %s", self.last_error)
 
     async def get(self, servers: list[str], user: str | None, password: str | None,
-                  ca_pem: str | None = None) -> Any:
-        key = (*servers, user or "", password or "", ca_pem or "")
+                  ca_pem: str | None = None, inbox_prefix: str | None = None) -> Any:
+        key = (*servers, user or "", password or "", ca_pem or "", inbox_prefix or "")
         async with self._lock:
             nc = self.conns.get(key)
             if nc is None or nc.is_closed:
@@ -70,7 +70,7 @@ class SharedConnections:
                     servers=list(servers), user=user, password=password, tls=tls_context(ca_pem),
                     name=f"sim-shared-{len(self.conns)}", max_reconnect_attempts=-1, reconnect_time_wait=0.5,
                     connect_timeout=5, pending_size=64 * 1024 * 1024, error_cb=self._on_error,
-                    allow_reconnect=True)
+                    allow_reconnect=True, **inbox_option(inbox_prefix))
             return nc
 
     async def close(self) -> None:
@@ -84,9 +84,11 @@ class SharedConnections:
 
 class NatsPublisher:
     def __init__(self, sim: Simulator, source: str, servers: list[str], name: str,
-                 credentials: tuple[str | None, str | None] = (None, None), ca_pem: str | None = None) -> None:
+                 credentials: tuple[str | None, str | None] = (None, None), ca_pem: str | None = None,
+                 inbox_prefix: str | None = None) -> None:
         ncfg = sim.cfg["nats"]
         self.ca_pem = ca_pem
+        self.inbox_prefix = inbox_prefix
         self.sim = sim
         self.source = source
         self.servers = servers
@@ -115,12 +117,13 @@ class NatsPublisher:
     async def start(self) -> None:
         if self.sim.shared_nats is not None:
             self.nc, self.shared = await self.sim.shared_nats.get(self.servers, self.user, self.password,
-                                                                  self.ca_pem), True
+                                                                  self.ca_pem, self.inbox_prefix), True
         else:
             self.nc = await nats.connect(
                 servers=self.servers, user=self.user, password=self.password, tls=tls_context(self.ca_pem),
                 name=self.name, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=5,
-                pending_size=8 * 1024 * 1024, error_cb=self._on_error, allow_reconnect=True)
+                pending_size=8 * 1024 * 1024, error_cb=self._on_error, allow_reconnect=True,
+                **inbox_option(self.inbox_prefix))
         self.inbox = self.nc.new_inbox()
         self.sub = await self.nc.subscribe(self.inbox + ".*", cb=self._on_reply, pending_msgs_limit=-1,
                                            pending_bytes_limit=-1)
@@ -283,7 +286,8 @@ class CollectorInstance:
         if self.mode == "nats":
             servers = self.sim.map_nats_url(self.nats_url)
             self.publisher = NatsPublisher(self.sim, self.source, servers, f"sim-{self.pod.name}",
-                                           self.sim.nats_credentials(self.pod.env), self.sim.nats_ca(self.pod.env))
+                                           self.sim.nats_credentials(self.pod.env), self.sim.nats_ca(self.pod.env),
+                                           self.sim.nats_inbox_prefix(self.pod.env))
             await self.publisher.start()
         self.task = asyncio.create_task(self._run(), name=f"emit-{self.pod.name}")
         log.info("collector pod %s (%s) started in %s mode%s", self.pod.name, self.source, self.mode,

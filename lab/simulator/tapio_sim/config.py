@@ -49,6 +49,9 @@ DEFAULTS: dict[str, Any] = {
         "password": "NATS_PASSWORD",
         # A pod that sets this (PEM, from a Secret) connects over TLS trusting only that CA.
         "ca": "NATS_CA",
+        # A pod that sets this takes its request replies on <prefix>.> (nats-py's inbox_prefix),
+        # as Tapio's client passes it: a workload's NATS user may subscribe only there.
+        "inbox_prefix": "NATS_INBOX_PREFIX",
     },
     "nats": {
         "servers": ["nats://127.0.0.1:4222", "nats://127.0.0.1:4223", "nats://127.0.0.1:4224"],

@@ -19,7 +19,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import NotFoundError
 
 from tapio_sim.events import decode
-from tapio_sim.tls import tls_context
+from tapio_sim.tls import inbox_option, tls_context
 
 if TYPE_CHECKING:
     from tapio_sim.sim import Simulator
@@ -29,9 +29,11 @@ log = logging.getLogger("tapio_sim.pipeline")
 
 class PipelineConsumer:
     def __init__(self, sim: Simulator, pod: Any, servers: list[str],
-                 credentials: tuple[str | None, str | None], ca_pem: str | None = None) -> None:
+                 credentials: tuple[str | None, str | None], ca_pem: str | None = None,
+                 inbox_prefix: str | None = None) -> None:
         self.sim = sim
         self.ca_pem = ca_pem
+        self.inbox_prefix = inbox_prefix
         self.pod = pod
         self.servers = servers
         self.user, self.password = credentials
@@ -74,7 +76,7 @@ class PipelineConsumer:
         self.nc = await nats.connect(
             servers=self.servers, user=self.user, password=self.password, tls=tls_context(self.ca_pem),
             name=f"sim-{self.pod.name}", max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-            connect_timeout=5, error_cb=self._on_error)
+            connect_timeout=5, error_cb=self._on_error, **inbox_option(self.inbox_prefix))
 
     async def _on_error(self, exc: Exception) -> None:
         self.last_error = f"{type(exc).__name__}: {exc}"

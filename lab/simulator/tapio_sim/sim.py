@@ -34,6 +34,12 @@ def nats_credentials(env: dict[str, str], env_names: dict[str, Any],
     return ncfg.get("user") or None, ncfg.get("password") or None
 
 
+def nats_inbox_prefix(env: dict[str, str], env_names: dict[str, Any]) -> str | None:
+    """The inbox prefix a pod's client uses (its env's), else nats-py's default _INBOX."""
+    inbox_env = env_names.get("inbox_prefix")
+    return (env.get(inbox_env) or None) if inbox_env else None
+
+
 def nats_ca(env: dict[str, str], env_names: dict[str, Any]) -> str | None:
     """The CA (PEM) a pod trusts for TLS to NATS: its env's (from a Secret), else none."""
     ca_env = env_names.get("ca")
@@ -93,6 +99,9 @@ class Simulator:
     def nats_ca(self, env: dict[str, str]) -> str | None:
         return nats_ca(env, self.cfg["env"])
 
+    def nats_inbox_prefix(self, env: dict[str, str]) -> str | None:
+        return nats_inbox_prefix(env, self.cfg["env"])
+
     def map_nats_url(self, url: str) -> list[str]:
         ncfg = self.cfg["nats"]
         return map_nats_url(url, ncfg.get("url_map") or {}, ncfg["servers"])
@@ -133,7 +142,8 @@ class Simulator:
                 servers = self.map_nats_url(pod.env.get(self.cfg["env"]["nats_url"], ""))
                 consumer = self.consumers[uid] = PipelineConsumer(self, pod, servers,
                                                                   self.nats_credentials(pod.env),
-                                                                  self.nats_ca(pod.env))
+                                                                  self.nats_ca(pod.env),
+                                                                  self.nats_inbox_prefix(pod.env))
                 await consumer.start()
 
         wanted: dict[str, tuple[dict[str, Any], PodView]] = {}
