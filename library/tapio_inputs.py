@@ -101,11 +101,12 @@ options:
       - C(tapio_nats_route_password); only letters, digits and C(. _ ~ -) (it is part of the
         route URLs). A secret, never shown.
     type: raw
-  nats_password:
-    description: C(tapio_nats_password); no control characters. A secret, never shown.
-    type: raw
-  nats_component_passwords:
-    description: C(tapio_nats_component_passwords); no control characters in any. Secrets, never shown.
+  nats_passwords_with_control_characters:
+    description:
+      - The inventory names of the passwords (C(tapio_nats_password),
+        C(tapio_nats_component_passwords[<workload>])) that hold a control character, which are
+        refused; the boilerplate computes them with the C(tapio_passwords_with_control_characters)
+        filter, so no password reaches the module.
     type: raw
   consume_subjects:
     description:
@@ -162,7 +163,7 @@ VARIABLES: dict[str, str] = {
         "namespace", "kubeconfig", "kube_context", "pipeline", "collectors", "nats_reach", "nats_servers", "nats_url",
         "nats_kube_port_forward", "nats_kube_selector", "nats_kube_service", "nats_kube_client_port",
         "nats_kube_monitor_port", "nats_install", "nats_cluster_method", "nats_component_users", "nats_route_password",
-        "consume_subjects", "nats_password", "nats_component_passwords", "collectors_order", "collectors_batch_size",
+        "consume_subjects", "nats_passwords_with_control_characters", "collectors_order", "collectors_batch_size",
         "lock_duration")
 }
 ARGUMENT_SPEC: dict[str, Any] = {
@@ -170,8 +171,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     **{option: {"type": "raw"} for option in VARIABLES},
     "nats_component_password_names": {"type": "list", "elements": "str", "default": [], "no_log": False},
 }
-for _secret in ("nats_route_password", "nats_password", "nats_component_passwords"):
-    ARGUMENT_SPEC[_secret]["no_log"] = True
+ARGUMENT_SPEC["nats_route_password"]["no_log"] = True
 
 
 def main() -> None:

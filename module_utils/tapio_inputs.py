@@ -37,7 +37,6 @@ NATS_URL_LIST = r"^(nats|tls)://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1
 # Subjects NATS itself uses: request replies (_INBOX, and each workload's _INBOX_<name>),
 # service import replies (_R_).
 RESERVED_SUBJECT_PREFIXES = ("_INBOX", "_R_")
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 DEFAULT_EVENTS_SUBJECTS = "tapio.events.>"
 
 REACH_MESSAGE = (
@@ -227,13 +226,11 @@ def subject_prefix_problems(inputs: Inputs, host: str) -> list[str]:
 
 def password_problems(inputs: Inputs, host: str) -> list[str]:
     """Passwords go into nats.conf, Secrets and env: a control character (a newline from a
-    vault file, a tab) would break the first and silently differ in the others. Names only."""
-    passwords = {"tapio_nats_password": inputs.get("tapio_nats_password")}
-    for workload, password in (inputs.get("tapio_nats_component_passwords") or {}).items():
-        passwords[f"tapio_nats_component_passwords[{workload}]"] = password
-    bad = [name for name, value in passwords.items() if isinstance(value, str) and CONTROL_CHARACTERS.search(value)]
+    vault file, a tab) would break the first and silently differ in the others. The
+    boilerplate passes the names of such passwords only (filter
+    tapio_passwords_with_control_characters), never a value."""
     return [f"{host}: {name} holds a control character (a newline or tab, often from a vault file's end); "
-            "remove it" for name in bad]
+            "remove it" for name in inputs.get("tapio_nats_passwords_with_control_characters") or []]
 
 
 def nats_url_problems(inputs: Inputs, host: str) -> list[str]:

@@ -45,6 +45,18 @@ def inbox_prefix(name: str) -> str:
     return INBOX_PREFIX + re.sub(r"[^A-Za-z0-9_-]", "_", str(name))
 
 
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def passwords_with_control_characters(password: Any, component_passwords: Optional[dict[str, Any]] = None) -> list[str]:
+    """The inventory names of the passwords holding a control character (a newline or tab from
+    a vault file): ``tapio_nats_password`` and ``tapio_nats_component_passwords[<workload>]``.
+    Only the names leave the template: the boilerplate's input check gets them, never a value."""
+    found = ["tapio_nats_password"] if isinstance(password, str) and CONTROL_CHARACTERS.search(password) else []
+    return found + [f"tapio_nats_component_passwords[{name}]" for name, value in (component_passwords or {}).items()
+                    if isinstance(value, str) and CONTROL_CHARACTERS.search(value)]
+
+
 def component_password_env(name: str) -> str:
     """The nats-server pod's env var holding a component's password: ``tapio-k8s-collector``
     -> ``NATS_PASSWORD_TAPIO_K8S_COLLECTOR`` (nats.conf reads ``$NAME``)."""
@@ -117,4 +129,5 @@ def tapio_nats_users(admin: dict[str, Any], pipeline: dict[str, Any], collectors
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {"tapio_nats_users": tapio_nats_users, "tapio_nats_password_env": component_password_env,
-                "tapio_nats_inbox_prefix": inbox_prefix}
+                "tapio_nats_inbox_prefix": inbox_prefix,
+                "tapio_passwords_with_control_characters": passwords_with_control_characters}

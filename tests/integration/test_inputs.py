@@ -59,6 +59,8 @@ CASES = [
                                                         "subject_prefix": "tapio.events.k8s.audit"}]},
                  "publish under overlapping subject prefixes (tapio.events.k8s, tapio.events.k8s.audit)",
                  id="overlapping-subject-prefixes"),
+    pytest.param({"tapio_nats_password": "tapio-lab-secret\n"},
+                 "lab: tapio_nats_password holds a control character", id="password-with-a-newline"),
     # Between two roles: the streams phase would fail only after NATS was installed.
     pytest.param({"nats_cluster_replicas": 1},
                  "stream TAPIO_EVENTS: replicas 3 is more than the 1 NATS servers this run installs",

@@ -100,10 +100,10 @@ def test_a_wait_longer_than_the_lease_keeps_it_and_a_deleted_lease_stops_the_run
     Lease: the Lease stays held and renewed, a second run is refused naming the holder, and
     deleting the Lease stops the first run with its reason, long before the deadline."""
     output = tmp_path / "first.log"
+    never_ready = {COLLECTORS[0]: {"resources": {"requests": {"cpu": "64"}}}}
     first = lab.start_playbook("migrate.yml", output=output, extra={
         "tapio_nats_install": False, "tapio_lock_duration": 10, "tapio_collectors_progress_deadline": 600,
-        "tapio_collectors_order": list(COLLECTORS),
-        "tapio_collectors_container_overrides": {COLLECTORS[0]: {"resources": {"requests": {"cpu": "64"}}}}})
+        "tapio_collectors_order": list(COLLECTORS), "tapio_collectors_container_overrides": never_ready})
     try:
         deadline = time.monotonic() + 240
         while lab.env(COLLECTORS[0]).get("TAPIO_OUTPUT_MODE") != "nats":
@@ -136,5 +136,7 @@ def test_a_wait_longer_than_the_lease_keeps_it_and_a_deleted_lease_stops_the_run
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
             first.wait(timeout=60)
-    restored = lab.rollback("restore")
+    # The stopped run left the canary switched with its unschedulable override: the rollback
+    # returns it (the override named, so it goes back to the record as the toolkit's own).
+    restored = lab.rollback("restore", extra={"tapio_rollback_container_overrides": never_ready})
     assert restored.rc == 0, restored.explain()

@@ -125,7 +125,11 @@ def tapio_streams(nats_lab) -> dict:
 def renamed(nats_lab):
     stream = unique("renamed").upper()
     names = {"tapio_events_stream": stream, "tapio_pipeline_consumer": unique("pipeline").replace("_", "-"),
-             "tapio_consume_subjects": f"{stream.lower()}.events.>"}
+             "tapio_consume_subjects": f"{stream.lower()}.events.>",
+             # The collectors publish inside the renamed subjects (the boilerplate refuses otherwise).
+             "tapio_collectors": [{"name": f"tapio-{kind}-collector", "container": f"{kind}-collector",
+                                   "subject_prefix": f"{stream.lower()}.events.{kind}"}
+                                  for kind in ("k8s", "systemd", "ebpf")]}
     yield names
     remove_stream(stream)
 
