@@ -132,7 +132,7 @@ def run_vars(events: dict[str, Any], **extra: Any) -> dict[str, Any]:
                    "subject_prefix": f"{events['prefix']}.{name.split('-')[1]}"} for name in COLLECTORS]
     # A short Lease, so that the run after a killed one takes the Lease over once it has expired.
     return {"tapio_migration_nats_checks": True, "tapio_collectors": collectors, "tapio_events_stream": events["stream"],
-            "tapio_pipeline_consumer": "pipeline", "tapio_collectors_gate_consumer_prefix": "gate-",
+            "tapio_consume_subjects": f"{events['prefix']}.>", "tapio_pipeline_consumer": "pipeline", "tapio_collectors_gate_consumer_prefix": "gate-",
             "tapio_poll_interval": 0.5, "tapio_progress_deadline": 60, "tapio_lock_duration": 10, **extra}
 
 
