@@ -31,7 +31,7 @@ from kubernetes import client
 from conftest import PORT_OFFSET, REPO_ROOT, VENV_BIN, KubeLab
 from migration_lab import COLLECTORS, CONTAINERS, MigrationLab, make_lab
 from module_utils_loader import load_module_utils
-from token_nats import free_port
+from standalone_nats import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -2,7 +2,7 @@
 nats-server of this module's own: the lab's cluster has no JetStream domain and no server tags.
 
 The server is the lab's binary, one process, no auth, JetStream in domain ``hub``, server tags
-``ssd`` and ``az:a``, on loopback ports found free at start (token_nats.free_port). Everything
+``ssd`` and ``az:a``, on loopback ports found free at start (standalone_nats.start_nats). Everything
 the test checks it reads back itself with raw JetStream API requests through
 ``$JS.hub.API.*`` (nats-py, clients named ``domain-test-*``).
 
@@ -19,10 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import subprocess
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -31,7 +28,7 @@ import nats
 import pytest
 
 from nats_support import changed_keys, run_module
-from token_nats import NATS_SERVER, free_port
+from standalone_nats import StandaloneServer, start_nats
 
 pytestmark = pytest.mark.integration
 
@@ -48,35 +45,9 @@ NO_RESPONDERS = ("no responders for $JS.nowhere.API.STREAM.INFO.{name}: JetStrea
                  "enabled for this account/server (check the domain name)")
 
 
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback only
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 @dataclass
-class DomainServer:
-    url: str
-    monitor_url: str
-    process: subprocess.Popen
-    log: Path
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+class DomainServer(StandaloneServer):
+    """The test's server: what its trace logged and raw reads in the domain."""
 
     # ---------------------------------------------------------------- what the server logged
 
@@ -153,36 +124,10 @@ def _config(client_port: int, monitor_port: int, store: Path) -> str:
             'trace: true\n')
 
 
-def start_domain_server(directory: Path, ready_timeout: float = 30.0, attempts: int = 3) -> DomainServer:
-    """Start the server; return once JetStream answers (new ports if one was taken meanwhile)."""
-    store = directory / "jetstream"
-    store.mkdir(parents=True, exist_ok=True)
-    failures: list[str] = []
-    for attempt in range(attempts):
-        client_port = free_port()
-        monitor_port = free_port((client_port,))
-        conf = directory / "nats.conf"
-        conf.write_text(_config(client_port, monitor_port, store))
-        checked = subprocess.run([str(NATS_SERVER), "-t", "-c", str(conf)], capture_output=True, text=True,
-                                 timeout=30, check=False)
-        if checked.returncode != 0:
-            raise RuntimeError(f"nats-server -t rejected {conf}: {checked.stdout}{checked.stderr}")
-        log = directory / f"nats-server-{attempt}.log"
-        with open(log, "ab") as out:
-            process = subprocess.Popen([str(NATS_SERVER), "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, start_new_session=True)
-        server = DomainServer(f"nats://127.0.0.1:{client_port}", f"http://127.0.0.1:{monitor_port}", process, log)
-        deadline = time.monotonic() + ready_timeout
-        while process.poll() is None and time.monotonic() < deadline:
-            if _http_ok(f"{server.monitor_url}/healthz?js-enabled-only=true"):
-                return server
-            time.sleep(0.1)
-        server.stop()
-        failures.append(f"attempt {attempt + 1} (ports {client_port}/{monitor_port}, exit {process.returncode}):\n"
-                        f"{server.log_tail()}")
-        if "address already in use" not in server.log_tail().lower():
-            break
-    raise RuntimeError("nats-server with a JetStream domain did not become ready:\n" + "\n".join(failures))
+def start_domain_server(directory: Path) -> DomainServer:
+    """The server, once JetStream answers."""
+    server = start_nats(directory, _config, "with a JetStream domain")
+    return DomainServer(server.url, server.monitor_url, server.process, server.log)
 
 
 @pytest.fixture(scope="module")

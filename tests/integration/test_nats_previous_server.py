@@ -10,11 +10,6 @@ import asyncio
 import json
 import os
 import re
-import subprocess
-import tempfile
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -23,7 +18,7 @@ import pytest
 
 from conftest import REPO_ROOT
 from nats_support import run_module
-from token_nats import free_port
+from standalone_nats import start_nats
 
 pytestmark = pytest.mark.integration
 
@@ -39,31 +34,16 @@ def previous_binary() -> Path:
 
 
 @pytest.fixture(scope="module")
-def old_server() -> Iterator[str]:
-    port, monitor = free_port(), free_port()
-    with tempfile.TemporaryDirectory(prefix="nats-previous-") as tmp:
-        config = Path(tmp) / "nats.conf"
-        config.write_text(f'listen: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor}\n'
-                          f'jetstream {{ store_dir: "{tmp}/js", max_file_store: 64M, max_memory_store: 16M }}\n')
-        log = open(Path(tmp) / "nats.log", "wb")
-        process = subprocess.Popen([str(previous_binary()), "-c", str(config)], stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{monitor}/healthz?js-enabled-only=true",
-                                                timeout=2) as answer:  # noqa: S310 - loopback only
-                        if answer.status == 200:
-                            break
-                except (urllib.error.URLError, OSError):
-                    pass
-                assert process.poll() is None and time.monotonic() < deadline, (Path(tmp) / "nats.log").read_text()
-                time.sleep(0.05)
-            yield f"nats://127.0.0.1:{port}"
-        finally:
-            process.terminate()
-            process.wait(timeout=15)
-            log.close()
+def old_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    def config(client_port: int, monitor_port: int, store: Path) -> str:
+        return (f'listen: 127.0.0.1:{client_port}\nhttp: 127.0.0.1:{monitor_port}\n'
+                f'jetstream {{ store_dir: "{store}", max_file_store: 64M, max_memory_store: 16M }}\n')
+
+    server = start_nats(tmp_path_factory.mktemp("nats-previous"), config, "(previous release)", previous_binary())
+    try:
+        yield server.url
+    finally:
+        server.stop()
 
 
 def raw(url: str, subject: str, payload: Optional[dict[str, Any]] = None) -> dict[str, Any]:

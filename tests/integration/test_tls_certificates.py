@@ -23,7 +23,7 @@ import pytest
 
 from conftest import VENV_BIN
 from module_utils_loader import load_module_utils
-from token_nats import free_port
+from standalone_nats import free_port
 
 pytestmark = pytest.mark.integration
 

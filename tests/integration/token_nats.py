@@ -12,12 +12,8 @@ import asyncio
 import collections
 import json
 import secrets
-import socket
-import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -27,108 +23,38 @@ import nats.errors
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 from nats.js.errors import ServiceUnavailableError
 
-from conftest import VENV_BIN
+from standalone_nats import StandaloneServer, free_port, start_nats
 
-NATS_SERVER = VENV_BIN / "nats-server"
 STREAM = "TAPIO_EVENTS"
 STREAM_SUBJECTS = "tapio.events.>"
 CONSUMER = "tapio-pipeline"
 TEST_CLIENT_PREFIX = "token-test-"
 
 
-def free_port(taken: tuple[int, ...] = ()) -> int:
-    """A TCP port on 127.0.0.1 nothing listens on right now (and not one of *taken*)."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if port not in taken:
-            return port
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback only
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 @dataclass
-class TokenNatsServer:
+class TokenNatsServer(StandaloneServer):
     """One running nats-server that requires ``token``."""
 
-    url: str
-    monitor_url: str
-    token: str
-    process: subprocess.Popen
-    log: Path
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+    token: str = ""
 
     async def connect(self, name: str, **options: Any) -> Any:
         return await nats.connect(servers=[self.url], token=self.token, name=TEST_CLIENT_PREFIX + name,
                                   allow_reconnect=False, max_reconnect_attempts=1, connect_timeout=5, **options)
 
 
-def _config(client_port: int, monitor_port: int, store: Path, token: str) -> str:
-    return (f'server_name: "token-auth-test"\n'
-            f'listen: "127.0.0.1:{client_port}"\n'
-            f'http: "127.0.0.1:{monitor_port}"\n'
-            f'jetstream {{\n  store_dir: "{store}"\n  max_memory_store: 64M\n  max_file_store: 256M\n}}\n'
-            f'authorization {{\n  token: "{token}"\n}}\n')
-
-
-def start_token_server(directory: Path, ready_timeout: float = 30.0, attempts: int = 3) -> TokenNatsServer:
-    """Start nats-server with JetStream and token-only auth; return once JetStream answers.
-
-    Ports come from a free-port search; if another process takes one between the search and
-    the server's bind, the next attempt picks new ones.
-    """
+def start_token_server(directory: Path) -> TokenNatsServer:
+    """nats-server with JetStream and token-only auth, once JetStream answers."""
     token = secrets.token_hex(24)
-    store = directory / "jetstream"
-    store.mkdir(parents=True, exist_ok=True)
-    failures: list[str] = []
-    for attempt in range(attempts):
-        client_port = free_port()
-        monitor_port = free_port((client_port,))
-        conf = directory / "nats.conf"
-        conf.write_text(_config(client_port, monitor_port, store, token))
-        conf.chmod(0o600)
-        checked = subprocess.run([str(NATS_SERVER), "-t", "-c", str(conf)], capture_output=True, text=True,
-                                 timeout=30, check=False)
-        if checked.returncode != 0:
-            raise RuntimeError(f"nats-server -t rejected {conf}: {checked.stdout}{checked.stderr}")
-        log = directory / f"nats-server-{attempt}.log"
-        with open(log, "ab") as out:
-            process = subprocess.Popen([str(NATS_SERVER), "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, start_new_session=True)
-        server = TokenNatsServer(f"nats://127.0.0.1:{client_port}", f"http://127.0.0.1:{monitor_port}", token,
-                                 process, log)
-        deadline = time.monotonic() + ready_timeout
-        while process.poll() is None and time.monotonic() < deadline:
-            if _http_ok(f"{server.monitor_url}/healthz?js-enabled-only=true"):
-                return server
-            time.sleep(0.1)
-        server.stop()
-        failures.append(f"attempt {attempt + 1} (ports {client_port}/{monitor_port}, exit {process.returncode}):\n"
-                        f"{server.log_tail()}")
-        if "address already in use" not in server.log_tail().lower():
-            break
-    raise RuntimeError("nats-server with token auth did not become ready:\n" + "\n".join(failures))
+
+    def config(client_port: int, monitor_port: int, store: Path) -> str:
+        return (f'server_name: "token-auth-test"\n'
+                f'listen: "127.0.0.1:{client_port}"\n'
+                f'http: "127.0.0.1:{monitor_port}"\n'
+                f'jetstream {{\n  store_dir: "{store}"\n  max_memory_store: 64M\n  max_file_store: 256M\n}}\n'
+                f'authorization {{\n  token: "{token}"\n}}\n')
+
+    server = start_nats(directory, config, "with token auth")
+    return TokenNatsServer(server.url, server.monitor_url, server.process, server.log, token)
 
 
 async def refuses_without_token(server: TokenNatsServer) -> str:
