@@ -561,7 +561,7 @@ def test_operator_method_without_jetstream_installs_the_plans_natscluster(
     cluster = client.CustomObjectsApi(api).get_namespaced_custom_object(
         "nats.io", "v1alpha2", OPERATOR_NS, "natsclusters", NAME)
     assert cluster["spec"]["size"] == 3
-    assert cluster["spec"]["version"] == "2.10.0"
+    assert cluster["spec"]["version"] == "2.15.1"
     assert cluster["spec"]["pod"]["resources"] == {"requests": {"cpu": "100m", "memory": "256Mi"},
                                                    "limits": {"cpu": "500m", "memory": "1Gi"}}
     assert "jetstream" not in cluster["spec"]
