@@ -312,6 +312,22 @@ def test_deploy_creates_the_recommended_statefulset(api: client.ApiClient, deplo
     pvcs = core.list_namespaced_persistent_volume_claim(NS).items
     assert sorted(p.metadata.name for p in pvcs) == [f"jetstream-{NAME}-{i}" for i in range(3)]
     assert {p.status.phase for p in pvcs} == {"Bound"}
+    # One server per node: the real scheduler followed the spread rule onto the lab's three nodes.
+    [spread] = pod.topology_spread_constraints
+    assert (spread.topology_key, spread.when_unsatisfiable, spread.max_skew) == ("kubernetes.io/hostname",
+                                                                                 "DoNotSchedule", 1)
+    pods = core.list_namespaced_pod(NS, label_selector=",".join(f"{k}={v}" for k, v in
+                                                                sts.spec.selector.match_labels.items())).items
+    assert len({p.spec.node_name for p in pods}) == 3, [p.spec.node_name for p in pods]
+    # Memory and exposure: GOMEMLIMIT at 90 % of the limit, no shared process namespace, no
+    # API token, no privilege in either container.
+    assert env["GOMEMLIMIT"].value == str(1024 ** 3 * 90 // 100)
+    assert not pod.share_process_namespace and pod.automount_service_account_token is False
+    assert pod.security_context.seccomp_profile.type == "RuntimeDefault"
+    for container in pod.containers:
+        context = container.security_context
+        assert context.allow_privilege_escalation is False and context.read_only_root_filesystem is True
+        assert context.capabilities.drop == ["ALL"], container.name
 
     headless = core.read_namespaced_service(f"{NAME}-headless", NS)
     assert headless.spec.cluster_ip == "None"
