@@ -10,7 +10,9 @@ module: nats_probe
 short_description: Prove a JetStream event path end to end with canary Tapio events
 description:
   - O(mode=canary) publishes O(count) canary UnifiedEvents (realistic Tapio JSON, 32-hex
-    C(id) also sent as C(Nats-Msg-Id)) on O(subjects), checks every publish ack, reads each
+    C(id) also sent as C(Nats-Msg-Id), the header C(Tapio-Canary) set to the probe run's id
+    and the attribute C(canary) to V(true), so a consumer can skip them) on O(subjects),
+    checks every publish ack, reads each
     stored message back by sequence to confirm it is stored, and with O(consumer) waits
     until that durable consumer's ack floor has passed the canaries (the pipeline consumed
     them).
@@ -274,7 +276,9 @@ async def canary(module: Any, nc: Any, api: JetStreamApi) -> dict[str, Any]:
     js = nc.jetstream(timeout=params["wait_timeout"])
     events = []
     for subject, payload, event_id in batch:
-        ack = await js.publish(subject, payload, stream=params["stream"], headers={"Nats-Msg-Id": event_id})
+        # Tapio-Canary lets Tapio's pipeline tell a canary from an event without parsing it.
+        ack = await js.publish(subject, payload, stream=params["stream"],
+                               headers={"Nats-Msg-Id": event_id, "Tapio-Canary": run_id})
         events.append({"id": event_id, "subject": subject, "seq": ack.seq, "duplicate": bool(ack.duplicate)})
     stored = True
     for event in events:

@@ -101,6 +101,9 @@ def test_canary_is_stored_and_acknowledged_by_the_durable_consumer(stream):
     body = json.loads(base64.b64decode(stored["data"]))
     assert body["id"] == events[1]["id"] and body["source"] == "tapio-probe"
     assert {"timestamp", "type", "severity", "message", "attributes"} <= set(body)
+    # Marked for Tapio to skip: a header, besides the canary attribute.
+    headers = base64.b64decode(stored["hdrs"]).decode()
+    assert f"Tapio-Canary: {result['run_id']}" in headers and body["attributes"]["canary"] == "true"
 
 
 def test_canary_fails_when_the_consumer_does_not_acknowledge(stream):
