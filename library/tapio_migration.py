@@ -317,7 +317,9 @@ nats_snapshot:
   returned: phase report
   type: dict
 holder:
-  description: C(lock), C(unlock) - the holder identity of this run's Lease (user@host, pid, a unique run id).
+  description:
+    - C(lock), C(unlock) - the holder identity of this run's Lease (user@host, pid, a unique run id).
+    - Empty for C(lock) in check mode, which takes no Lease (so nothing renews one).
   returned: phases lock and unlock
   type: str
 libraries:
@@ -459,7 +461,10 @@ def run_lock_phase(module: Any, params: dict[str, Any], steps: list[str]) -> Non
             lease.release()
     except (LeaseHeld, KubeError) as error:
         module.fail_json(msg=str(error), steps=steps)
-    module.exit_json(changed=False, holder=params["lock"]["holder"], steps=steps)
+    # A check run takes no Lease, so it has no holder to renew: its engine calls (reads run
+    # for real even in --check) must not take the missing Lease for a lost one.
+    holder = "" if module.check_mode and params["phase"] == "lock" else params["lock"]["holder"]
+    module.exit_json(changed=False, holder=holder, steps=steps)
 
 
 def main() -> None:
