@@ -89,6 +89,7 @@ def gate_vars(gate_stream: dict, **extra: object) -> dict:
                    "subject_prefix": f"{gate_stream['prefix']}.{name.split('-')[1]}"} for name in COLLECTORS]
     return {"tapio_migration_nats_checks": True, "tapio_collectors_require_pipeline": False,
             "tapio_collectors": collectors, "tapio_events_stream": gate_stream["stream"],
+            "tapio_consume_subjects": f"{gate_stream['prefix']}.>",
             "tapio_pipeline_consumer": gate_stream["consumer"], "tapio_collectors_gate_timeout": 20,
             "tapio_collectors_gate_consumer_prefix": "gate-", **extra}
 
