@@ -21,7 +21,6 @@ streams' max_bytes above the JetStream file store those servers have.
 from __future__ import annotations
 
 import importlib.util
-import re
 from pathlib import Path
 from typing import Any
 
@@ -48,20 +47,23 @@ options:
 """
 
 ROLES_DIR = Path(__file__).resolve().parents[2] / "roles"
-NATS_CONFIG = Path(__file__).resolve().parents[2] / "module_utils" / "tapio_nats_config.py"
+PROJECT = Path(__file__).resolve().parents[2]
 # Read by cross_role_problems, when the play has them.
 CROSS_ROLE_VARIABLES = ("tapio_nats_install", "nats_cluster_replicas", "nats_cluster_storage_size",
                         "nats_cluster_file_store_percent", "nats_streams_managed_streams")
-_QUANTITY = {"": 1, "k": 1000, "K": 1000, "Ki": 1024, "M": 1000**2, "Mi": 1024**2, "G": 1000**3, "Gi": 1024**3,
-             "T": 1000**4, "Ti": 1024**4}
 
 
-def _parse_size(value: Any) -> int:
-    """A stream's max_bytes as the nats_stream module reads it (bytes or 1024-based 10GB)."""
-    spec = importlib.util.spec_from_file_location("tapio_role_inputs_sizes", NATS_CONFIG)
-    sizes = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sizes)
-    return int(sizes.parse_size(value, "max_bytes"))
+def _load(name: str, path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location(name, path)
+    loaded = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loaded)
+    return loaded
+
+
+# The project's own unit rules, so a size means here what it means to the role and the module:
+# a stream's max_bytes as nats_stream reads it (1024-based), a claim as nats_cluster reads it.
+_SIZES = _load("tapio_role_inputs_sizes", PROJECT / "module_utils" / "tapio_nats_config.py")
+_QUANTITIES = _load("tapio_role_inputs_quantities", PROJECT / "plugins" / "filter" / "tapio_quantity.py")
 
 
 def cross_role_problems(values: dict[str, Any]) -> list[str]:
@@ -74,11 +76,10 @@ def cross_role_problems(values: dict[str, Any]) -> list[str]:
                if isinstance(s, dict) and s.get("state", "present") != "absent"]
     try:
         servers = int(values.get("nats_cluster_replicas", 0))
-        match = re.match(r"^([0-9]+)(|k|K|Ki|M|Mi|G|Gi|T|Ti)$", str(values.get("nats_cluster_storage_size", "")))
-        store = (int(match.group(1)) * _QUANTITY[match.group(2)] * int(values.get("nats_cluster_file_store_percent",
-                                                                                     90)) // 100) if match else 0
-    except (TypeError, ValueError):
-        return []  # the roles' own argument specs name a wrong type
+        store = _QUANTITIES.k8s_quantity_bytes(values.get("nats_cluster_storage_size", ""),
+                                               values.get("nats_cluster_file_store_percent", 90))
+    except (TypeError, ValueError, AnsibleError):
+        return []  # the roles' own argument specs and validation name a wrong value
     problems, reserved = [], 0
     for stream in streams:
         name, replicas = stream.get("name", "?"), int(stream.get("replicas") or 1)
@@ -86,7 +87,7 @@ def cross_role_problems(values: dict[str, Any]) -> list[str]:
             problems.append(f"stream {name}: replicas {replicas} is more than the {servers} NATS servers this run "
                             "installs (nats_cluster_replicas)")
         try:
-            size = _parse_size(stream.get("max_bytes", -1))
+            size = int(_SIZES.parse_size(stream.get("max_bytes", -1), "max_bytes"))
         except ValueError:
             continue  # the module names a bad size
         if size > 0 and stream.get("storage", "file") == "file":
