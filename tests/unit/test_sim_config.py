@@ -15,7 +15,9 @@ from tapio_sim import config  # noqa: E402
 from tapio_sim.cli import build_overrides, check, parser  # noqa: E402
 from tapio_sim.kube import (  # noqa: E402
     container_env, decoded, pod_ready, pods_of, referenced_secrets, selector_matches)
-from tapio_sim.sim import map_nats_url, nats_ca, nats_credentials, pipeline_wants_nats  # noqa: E402
+from tapio_sim.dns import DnsError  # noqa: E402
+from tapio_sim.sim import (  # noqa: E402
+    cluster_dns_resolver, map_nats_url, nats_ca, nats_credentials, pipeline_wants_nats)
 from tapio_sim.tls import tls_context  # noqa: E402
 
 SERVERS = ["nats://127.0.0.1:4222", "nats://127.0.0.1:4223"]
@@ -75,6 +77,97 @@ def test_map_nats_url() -> None:
     assert map_nats_url("", {}, SERVERS) == SERVERS
     assert map_nats_url("nats://127.0.0.1:4224", {}, SERVERS) == ["nats://127.0.0.1:4224"]
     assert map_nats_url("nats://a:1", {"nats://a:1": "nats://127.0.0.1:9"}, SERVERS) == ["nats://127.0.0.1:9"]
+
+
+CLUSTER = {("tapio-nats", "tapio"): ["10.96.0.10"], ("nats", "tapio"): ["10.244.0.5", "10.244.1.6"],
+           ("tapio-nats.tapio.svc", "tapio"): ["10.96.0.10"]}
+
+
+def cluster_dns(host: str, namespace: str | None) -> list[str]:
+    return CLUSTER.get((host, namespace or ""), [])
+
+
+def no_dns(host: str, namespace: str | None) -> list[str]:
+    raise AssertionError(f"{host} should not have been resolved")
+
+
+def test_map_nats_url_resolves_as_a_pod_in_its_namespace() -> None:
+    assert map_nats_url("nats://tapio-nats:4222", {}, SERVERS, cluster_dns, "tapio") == ["nats://10.96.0.10:4222"]
+    # A headless Service: every pod IP; port and scheme kept, port defaults to 4222.
+    assert map_nats_url("tls://nats:4443", {}, SERVERS, cluster_dns, "tapio") == [
+        "tls://10.244.0.5:4443", "tls://10.244.1.6:4443"]
+    assert map_nats_url("nats://tapio-nats", {}, SERVERS, cluster_dns, "tapio") == ["nats://10.96.0.10:4222"]
+    assert map_nats_url("tapio-nats:4225", {}, SERVERS, cluster_dns, "tapio") == ["nats://10.96.0.10:4225"]
+    # Each part resolved; two names of one Service dial it once; unresolved parts dropped.
+    assert map_nats_url("nats://tapio-nats:4222, nats://tapio-nats.tapio.svc:4222,nats://gone:4222", {}, SERVERS,
+                        cluster_dns, "tapio") == ["nats://10.96.0.10:4222"]
+    assert map_nats_url("nats://10.96.0.99:4222", {}, SERVERS, lambda h, _n: [h], "tapio") == [
+        "nats://10.96.0.99:4222"]
+
+
+def test_map_nats_url_falls_back_to_servers_when_nothing_resolves() -> None:
+    # A namespace without the Service (tests' own namespaces): the lab's loopback servers.
+    assert map_nats_url("nats://tapio-nats:4222", {}, SERVERS, cluster_dns, "other") == SERVERS
+    assert map_nats_url("", {}, SERVERS, cluster_dns, "tapio") == SERVERS
+    assert map_nats_url("nats://tapio-nats:port", {}, SERVERS, cluster_dns, "tapio") == SERVERS
+
+
+def test_map_nats_url_rules_before_dns() -> None:
+    url_map = {"nats://tapio-nats:4222": ["nats://127.0.0.1:9", "nats://127.0.0.1:10"]}
+    assert map_nats_url("nats://tapio-nats:4222", url_map, SERVERS, no_dns, "tapio") == url_map[
+        "nats://tapio-nats:4222"]
+    assert map_nats_url("nats://127.0.0.1:4224,nats://localhost:4225", {}, SERVERS, no_dns, "tapio") == [
+        "nats://127.0.0.1:4224", "nats://localhost:4225"]
+
+
+def test_map_nats_url_dns_error_falls_back_and_logs_once(caplog: pytest.LogCaptureFixture) -> None:
+    def failing(host: str, namespace: str | None) -> list[str]:
+        raise DnsError("10.99.0.53", 53, f"{host}.{namespace}.svc.cluster.local", "no reply within 1s")
+
+    for _ in range(3):
+        assert map_nats_url("nats://broken:4222", {}, SERVERS, failing, "tapio") == SERVERS
+    warnings = [r for r in caplog.records if "cluster DNS failed" in r.getMessage()]
+    assert len(warnings) == 1 and "broken.tapio.svc.cluster.local" in warnings[0].getMessage()
+    # A part that fails does not hide one that resolves.
+    assert map_nats_url("nats://broken:4222,nats://tapio-nats:4222", {}, SERVERS,
+                        lambda h, n: failing(h, n) if h == "broken" else cluster_dns(h, n), "tapio") == [
+        "nats://10.96.0.10:4222"]
+
+
+def test_cluster_dns_config_flag_and_simulator(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tapio_sim import sim as sim_mod
+
+    cfg = config.load(None)
+    assert cfg["nats"]["cluster_dns"] == {"server": None, "port": 53, "domain": "cluster.local", "timeout": 1.0}
+    assert cluster_dns_resolver(cfg["nats"]["cluster_dns"]) is None and cluster_dns_resolver(None) is None
+    assert sim_mod.Simulator(cfg).map_nats_url("nats://tapio-nats:4222", "tapio") == cfg["nats"]["servers"]
+
+    for flag, want in (("10.99.0.53", {"server": "10.99.0.53", "port": 53}),
+                       ("127.0.0.1:5353", {"server": "127.0.0.1", "port": 5353}),
+                       ("[::1]:5353", {"server": "::1", "port": 5353})):
+        got = config.load(None, build_overrides(parser().parse_args(["run", "--cluster-dns", flag])))
+        assert {k: got["nats"]["cluster_dns"][k] for k in want} == want
+        assert got["nats"]["cluster_dns"]["domain"] == "cluster.local"
+    with pytest.raises(SystemExit):
+        parser().parse_args(["run", "--cluster-dns", "10.99.0.53:dns"])
+    with pytest.raises(ValueError, match="cluster_dns"):
+        config.load(None, {"nats": {"cluster_dns": {"timeout": 0}}})
+
+    asked = []
+
+    def fake_resolve(host: str, namespace: str | None, server: str, port: int, domain: str,
+                     timeout: float) -> list[str]:
+        asked.append((host, namespace, server, port, domain, timeout))
+        return ["10.96.0.10"]
+
+    monkeypatch.setattr(sim_mod, "resolve_for_pod", fake_resolve)
+    cfg = config.load(None, {"nats": {"cluster_dns": {"server": "127.0.0.1", "port": 5353, "domain": "lab.local."}}})
+    simulator = sim_mod.Simulator(cfg)
+    assert simulator.map_nats_url("tls://tapio-nats:4222") == ["tls://10.96.0.10:4222"]
+    assert simulator.map_nats_url("tls://tapio-nats:4222", "other") == ["tls://10.96.0.10:4222"]
+    # Asked at each call (each connect): a NATS pod with a new IP is found.
+    assert asked == [("tapio-nats", "tapio", "127.0.0.1", 5353, "lab.local", 1.0),
+                     ("tapio-nats", "other", "127.0.0.1", 5353, "lab.local", 1.0)]
 
 
 def test_pipeline_mode() -> None:

@@ -36,6 +36,19 @@ def _collector_arg(text: str) -> dict[str, Any]:
     return col
 
 
+def _cluster_dns_arg(text: str) -> dict[str, Any]:
+    """SERVER[:PORT] (an IPv6 server in brackets: [::1]:5353)."""
+    server, port = text, ""
+    if text.startswith("["):
+        server, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else rest
+    elif text.count(":") == 1:
+        server, port = text.split(":")
+    if not server or (port and not port.isdigit()):
+        raise argparse.ArgumentTypeError("expected SERVER[:PORT]")
+    return {"server": server, **({"port": int(port)} if port else {})}
+
+
 def build_overrides(args: argparse.Namespace) -> dict[str, Any]:
     over: dict[str, Any] = {}
     simple = {"namespace": "namespace", "kubeconfig": "kubeconfig", "context": "context",
@@ -59,7 +72,8 @@ def build_overrides(args: argparse.Namespace) -> dict[str, Any]:
     nats_over = {k: v for k, v in (("servers", args.nats_server), ("user", args.nats_user),
                                    ("password_env", args.nats_password_env), ("stream", args.stream),
                                    ("consumer", args.consumer), ("publish_window", args.publish_window),
-                                   ("connections", args.nats_connections)) if v}
+                                   ("connections", args.nats_connections),
+                                   ("cluster_dns", args.cluster_dns)) if v}
     if nats_over:
         over["nats"] = nats_over
     http = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
@@ -182,6 +196,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--publish-window", type=int)
     run.add_argument("--nats-connections", choices=("per-pod", "shared"),
                      help="a NATS connection per emulated pod (default) or one shared by all")
+    run.add_argument("--cluster-dns", type=_cluster_dns_arg, metavar="SERVER[:PORT]",
+                     help="resolve pods' NATS_URL hosts through this cluster DNS (default: none)")
     run.add_argument("--stop-flush-timeout", type=float)
     run.add_argument("--exit-settle", type=float)
     run.add_argument("--log-level")

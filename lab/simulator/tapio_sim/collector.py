@@ -284,7 +284,8 @@ class CollectorInstance:
 
     async def start(self) -> None:
         if self.mode == "nats":
-            servers = self.sim.map_nats_url(self.nats_url)
+            # Resolved off the event loop: a cluster DNS timeout must not stall the other pods.
+            servers = await asyncio.to_thread(self.sim.map_nats_url, self.nats_url, self.sim.cfg["namespace"])
             self.publisher = NatsPublisher(self.sim, self.source, servers, f"sim-{self.pod.name}",
                                            self.sim.nats_credentials(self.pod.env), self.sim.nats_ca(self.pod.env),
                                            self.sim.nats_inbox_prefix(self.pod.env))

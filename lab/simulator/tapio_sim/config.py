@@ -58,9 +58,12 @@ DEFAULTS: dict[str, Any] = {
         "user": "tapio",
         "password": "tapio-lab-secret",   # or password_env: NAME
         "password_env": None,
-        # In-cluster URL -> loopback servers. A URL not listed here (and not already on
-        # loopback) maps to `servers`: pod DNS does not exist in the lab.
+        # In-cluster URL -> servers to dial (wins over cluster_dns). A URL not listed here
+        # (and not already on loopback) is resolved through cluster_dns, else maps to `servers`.
         "url_map": {},
+        # The lab's cluster DNS (CoreDNS): a pod's NATS_URL host is resolved there with the
+        # pod's search path at each connect. server null: no pod DNS, unlisted URLs -> servers.
+        "cluster_dns": {"server": None, "port": 53, "domain": "cluster.local", "timeout": 1.0},
         "stream": "TAPIO_EVENTS",
         "consumer": "tapio-pipeline",
         # per-pod: each emulated collector pod opens its own connection (as real pods do);
@@ -129,6 +132,12 @@ def normalise(cfg: dict[str, Any]) -> dict[str, Any]:
         cfg["nats"]["password"] = os.environ.get(cfg["nats"]["password_env"], cfg["nats"].get("password"))
     if cfg["nats"]["connections"] not in ("per-pod", "shared"):
         raise ValueError("config: nats.connections must be per-pod or shared")
+    cdns = {**DEFAULTS["nats"]["cluster_dns"], **(cfg["nats"].get("cluster_dns") or {})}
+    cfg["nats"]["cluster_dns"] = {"server": str(cdns["server"]) if cdns["server"] else None,
+                                  "port": int(cdns["port"]), "domain": str(cdns["domain"]).strip("."),
+                                  "timeout": float(cdns["timeout"])}
+    if cfg["nats"]["cluster_dns"]["timeout"] <= 0 or not 0 < cfg["nats"]["cluster_dns"]["port"] < 65536:
+        raise ValueError("config: nats.cluster_dns needs a port in 1-65535 and a timeout > 0")
     cfg["rate_per_pod"] = float(cfg["rate_per_pod"])
     return cfg
 

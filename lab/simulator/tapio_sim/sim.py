@@ -8,10 +8,11 @@ import os
 import secrets
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from tapio_sim.collector import CollectorInstance, SharedConnections
+from tapio_sim.dns import DnsError, resolve_for_pod
 from tapio_sim.kube import KubeReader, PodView
 from tapio_sim.ledger import Ledger
 from tapio_sim.pipeline import PipelineConsumer
@@ -19,6 +20,10 @@ from tapio_sim.pipeline import PipelineConsumer
 log = logging.getLogger("tapio_sim")
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+DEFAULT_NATS_PORT = 4222
+# (host, pod namespace) -> IPv4 addresses; raises DnsError when the cluster DNS fails.
+Resolver = Callable[[str, str | None], list[str]]
+_dns_errors_logged: set[str] = set()  # a failing name is logged once, not per pod
 # Emulated collector pods started at the same time (each NATS-mode start opens a connection).
 START_CONCURRENCY = 32
 
@@ -46,16 +51,46 @@ def nats_ca(env: dict[str, str], env_names: dict[str, Any]) -> str | None:
     return (env.get(ca_env) or None) if ca_env else None
 
 
-def map_nats_url(url: str, url_map: dict[str, Any], servers: list[str]) -> list[str]:
-    """An in-cluster NATS_URL (one or a comma-separated list) -> loopback servers to dial."""
+def map_nats_url(url: str, url_map: dict[str, Any], servers: list[str],
+                 resolver: Resolver | None = None, namespace: str | None = None) -> list[str]:
+    """An in-cluster NATS_URL (one or a comma-separated list) -> servers to dial: its url_map
+    entry; itself when all on loopback; with a resolver, each host's addresses as a pod in
+    *namespace* resolves it (scheme and port kept); else (or when nothing resolves) servers."""
     url = (url or "").strip()
     if url in url_map:
         mapped = url_map[url]
         return list(mapped) if isinstance(mapped, list) else [str(mapped)]
     parts = [p.strip() for p in url.split(",") if p.strip()]
-    if parts and all((urlsplit(p if "://" in p else f"nats://{p}").hostname or "") in LOOPBACK_HOSTS for p in parts):
+    splits = [urlsplit(p if "://" in p else f"nats://{p}") for p in parts]
+    if parts and all((s.hostname or "") in LOOPBACK_HOSTS for s in splits):
         return parts
+    if resolver is not None:
+        resolved: list[str] = []
+        for part in splits:
+            try:
+                port = part.port or DEFAULT_NATS_PORT
+            except ValueError:  # not a number: the pod could not dial it either
+                continue
+            try:
+                addrs = resolver(part.hostname, namespace) if part.hostname else []
+            except DnsError as exc:
+                if str(exc) not in _dns_errors_logged:
+                    _dns_errors_logged.add(str(exc))
+                    log.warning("cluster DNS failed, dialling the configured servers instead: %s", exc)
+                continue
+            resolved += [f"{part.scheme}://{f'[{a}]' if ':' in a else a}:{port}" for a in addrs]
+        if resolved:
+            return list(dict.fromkeys(resolved))  # two URL parts may name one Service
     return list(servers)
+
+
+def cluster_dns_resolver(cdns: dict[str, Any] | None) -> Resolver | None:
+    """A resolver asking nats.cluster_dns's server, or None (no server: no pod DNS)."""
+    if not cdns or not cdns.get("server"):
+        return None
+    server, port = str(cdns["server"]), int(cdns.get("port") or 53)
+    domain, timeout = str(cdns.get("domain") or "cluster.local"), float(cdns.get("timeout") or 1.0)
+    return lambda host, namespace: resolve_for_pod(host, namespace, server, port, domain, timeout)
 
 
 def pipeline_wants_nats(env: dict[str, str], pcfg: dict[str, Any], env_names: dict[str, Any]) -> bool:
@@ -102,9 +137,12 @@ class Simulator:
     def nats_inbox_prefix(self, env: dict[str, str]) -> str | None:
         return nats_inbox_prefix(env, self.cfg["env"])
 
-    def map_nats_url(self, url: str) -> list[str]:
+    def map_nats_url(self, url: str, namespace: str | None = None) -> list[str]:
+        """Servers for a pod's NATS_URL, resolved anew at each (re)connect (a NATS pod that
+        restarts with a new IP is found). Blocks on DNS: call it off the event loop."""
         ncfg = self.cfg["nats"]
-        return map_nats_url(url, ncfg.get("url_map") or {}, ncfg["servers"])
+        return map_nats_url(url, ncfg.get("url_map") or {}, ncfg["servers"],
+                            cluster_dns_resolver(ncfg.get("cluster_dns")), namespace or self.cfg["namespace"])
 
     # -- reconcile ------------------------------------------------------------------------
     def _workloads(self) -> list[tuple[str, str, str, str]]:
@@ -139,7 +177,9 @@ class Simulator:
                 self._retire(self.consumers.pop(uid).stop())
         for uid, pod in want_consumers.items():
             if uid not in self.consumers:
-                servers = self.map_nats_url(pod.env.get(self.cfg["env"]["nats_url"], ""))
+                # Pods are listed in cfg namespace (PodView carries none).
+                servers = await asyncio.to_thread(self.map_nats_url, pod.env.get(self.cfg["env"]["nats_url"], ""),
+                                                  self.cfg["namespace"])
                 consumer = self.consumers[uid] = PipelineConsumer(self, pod, servers,
                                                                   self.nats_credentials(pod.env),
                                                                   self.nats_ca(pod.env),
