@@ -18,6 +18,7 @@ port, pod gone) are kept in ``PortForwarder.errors`` so the caller can name the 
 from __future__ import annotations
 
 import contextlib
+import functools
 import socket
 import threading
 import traceback
@@ -30,7 +31,8 @@ KUBERNETES_IMPORT_ERROR: Optional[str] = None
 try:
     from kubernetes import client as kube_client
     from kubernetes.client.rest import ApiException
-    from kubernetes.stream import portforward as kube_portforward
+    from kubernetes.stream.stream import _websocket_request as kube_websocket_request
+    from kubernetes.stream import ws_client as kube_ws
 except ImportError:  # pragma: no cover - exercised only without the kubernetes library
     KUBERNETES_IMPORT_ERROR = traceback.format_exc()
 
@@ -210,15 +212,107 @@ def pod_set(pods: list[dict[str, Any]]) -> PodSet:
 Remote = tuple[Any, Callable[[], Optional[str]], Callable[[], None]]
 
 
+class WebSocketPortForward:
+    """One port of one pod over the API server's port-forward websocket (v4.channel.k8s.io).
+
+    The kubernetes client's own PortForward relays with select() on the socket while the
+    websocket library reads ahead into a buffer of its own: a frame that arrives together with
+    the one before it (the kubelet sends its port frames and the server's first bytes in one
+    burst) stays in that buffer until the far side sends again. A NATS server's INFO stuck
+    there is answered by nothing until the server's auth timeout (measured on the lab's real
+    kubelets: 5 connects in 30 failed with 'Authentication Timeout'). Here one thread only
+    blocks in the websocket's reader, another only writes, so every frame is handed on as it
+    is decoded."""
+
+    DATA, ERROR = 0, 1
+
+    def __init__(self, websocket: Any, port: int) -> None:
+        self.websocket = websocket
+        self.port = port
+        self._local, self._remote = socket.socketpair()
+        self._error: list[str] = []
+        self._port_frames_seen: set[int] = set()
+        for target, name in ((self._read_websocket, "ws-read"), (self._write_websocket, "ws-write")):
+            threading.Thread(target=target, name=f"kube-forward-{name}", daemon=True).start()
+
+    def socket(self, _port: int) -> socket.socket:
+        """The end the bridge copies to and from."""
+        return self._remote
+
+    def error(self, _port: int) -> Optional[str]:
+        return "".join(self._error) or None
+
+    def close(self) -> None:
+        for step in (lambda: self._local.shutdown(socket.SHUT_RDWR), self._local.close, self.websocket.close):
+            try:
+                step()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                pass
+
+    def _read_websocket(self) -> None:
+        try:
+            while True:
+                opcode, frame = self.websocket.recv_data_frame(True)
+                if opcode == kube_ws.ABNF.OPCODE_CLOSE:
+                    break
+                if opcode != kube_ws.ABNF.OPCODE_BINARY or not frame.data:
+                    continue
+                channel, payload = frame.data[0], frame.data[1:]
+                if channel not in self._port_frames_seen:
+                    self._port_frames_seen.add(channel)  # each channel opens with the port number
+                    continue
+                if channel == self.DATA:
+                    self._local.sendall(payload)
+                elif channel == self.ERROR:
+                    self._error.append(payload.decode(errors="replace"))
+        except Exception:  # noqa: BLE001 - the websocket or the bridge ended
+            pass
+        finally:
+            try:
+                self._local.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _write_websocket(self) -> None:
+        try:
+            while True:
+                data = self._local.recv(BUFFER)
+                if not data:
+                    break
+                self.websocket.send(bytes([self.DATA]) + data, kube_ws.ABNF.OPCODE_BINARY)
+        except Exception:  # noqa: BLE001 - the websocket or the bridge ended
+            pass
+        finally:
+            try:
+                self.websocket.close()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                pass
+
+
+def _websocket_port_forward(configuration: Any, _method: str, url: str, **kwargs: Any) -> WebSocketPortForward:
+    """Stands in for kubernetes.stream.ws_client.portforward_call: same URL and headers, the
+    relay above. One port per forward (the openers below ask for one)."""
+    ports = [int(value) for key, value in kube_ws.parse_qsl(kube_ws.urlparse(url).query) if key == "ports"]
+    headers = dict(kwargs.get("headers") or {})
+    headers["sec-websocket-protocol"] = kube_ws.V4_CHANNEL_PROTOCOL
+    try:
+        websocket = kube_ws.create_websocket(configuration, kube_ws.get_websocket_url(url), headers)
+    except Exception as error:  # noqa: BLE001 - refused upgrade (403, 404), connection errors
+        raise ApiException(status=0, reason=str(error)) from error
+    return WebSocketPortForward(websocket, ports[0])
+
+
 def api_remote_opener(api: Any, namespace: str, pod: str, port: int) -> Callable[[], Remote]:
     """Opens a new port-forward to namespace/pod:port through the API server per call."""
     lock = threading.Lock()
+    open_forward = functools.partial(kube_websocket_request, _websocket_port_forward,
+                                     {"_preload_content": False})
 
     def open_remote() -> Remote:
-        # kubernetes.stream.portforward swaps the ApiClient's call_api while it connects,
-        # so two forwards on one client must not open at the same time.
+        # The stream helper swaps the ApiClient's call_api while it connects, so two forwards
+        # on one client must not open at the same time.
         with lock:
-            forward = kube_portforward(api.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port))
+            forward = open_forward(api.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port))
         return forward.socket(port), lambda: forward.error(port), forward.close
 
     return open_remote
