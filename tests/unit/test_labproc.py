@@ -34,6 +34,20 @@ def test_start_is_idempotent_and_stop_ends_the_process(tmp_path: Path) -> None:
     assert json.loads(labproc(tmp_path, "stop", "sleeper").stdout)["changed"] is False
 
 
+def test_replace_restarts_only_a_process_started_with_another_command(tmp_path: Path) -> None:
+    first = json.loads(labproc(tmp_path, "start", "sleeper", "--replace", "--", "sleep", "300").stdout)
+    same = json.loads(labproc(tmp_path, "start", "sleeper", "--replace", "--", "sleep", "300").stdout)
+    assert same == {"name": "sleeper", "pid": first["pid"], "changed": False}
+    other = json.loads(labproc(tmp_path, "start", "sleeper", "--replace", "--replace-grace", "5",
+                               "--", "sleep", "301").stdout)
+    assert other["changed"] is True and other["pid"] != first["pid"]
+    assert not Path(f"/proc/{first['pid']}").exists() or "Z" in Path(f"/proc/{first['pid']}/stat").read_text().split()[2]
+    # Without --replace a running process is left alone, whatever its command line.
+    kept = json.loads(labproc(tmp_path, "start", "sleeper", "--", "sleep", "302").stdout)
+    assert kept == {"name": "sleeper", "pid": other["pid"], "changed": False}
+    labproc(tmp_path, "stop", "sleeper")
+
+
 def test_a_taken_port_is_refused_with_its_number(tmp_path: Path) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
