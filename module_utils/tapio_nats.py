@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import re
 import ssl
 import sys
@@ -184,8 +185,8 @@ def _tls_context(params: dict[str, Any]) -> Optional[ssl.SSLContext]:
 def connect_options(params: dict[str, Any]) -> dict[str, Any]:
     """nats.connect() keyword arguments for the module's connection parameters.
 
-    Management connections never reconnect: each server is tried twice, then the module
-    fails with the reason instead of looping.
+    Management connections never reconnect (open_connection tries each server once, then
+    the module fails with the reasons instead of looping).
     """
     websocket = [redact_url(str(s)) for s in params["servers"] if str(s).lower().startswith(("ws://", "wss://"))]
     if websocket:
@@ -269,17 +270,32 @@ async def open_connection(params: dict[str, Any], on_closed: Optional[Callable[[
     async def ignore() -> None:
         return None
 
-    try:
-        nc = await asyncio.wait_for(
-            nats.connect(error_cb=record, disconnected_cb=ignore, closed_cb=on_closed or ignore, **options),
-            timeout=params["connect_timeout"] * (2 * len(options["servers"]) + 1),
-        )
-    except (nats.errors.Error, OSError, asyncio.TimeoutError, ssl.SSLError) as error:
-        raise NatsModuleError(describe_connect_error(options["servers"], error, seen)) from None
-    except Exception as error:  # nkeys/creds parsing and other client-side failures
-        tried = ", ".join(redact_url(s) for s in options["servers"])
-        raise NatsModuleError(f"cannot connect to NATS ({tried}): {type(error).__name__}: {error} "
-                              "(check creds_file / nkey_seed)") from None
+    # nats-py gives up after its first server when reconnecting is off: one server down (a
+    # lost node, a port-forward to a pod whose kubelet is gone) would fail the whole call. So
+    # each server is tried on its own, in random order (the load spread nats-py's own shuffle
+    # gives), until one answers.
+    servers = list(options["servers"])
+    random.shuffle(servers)
+    nc, last_error = None, None
+    for server in servers:
+        try:
+            nc = await asyncio.wait_for(
+                nats.connect(error_cb=record, disconnected_cb=ignore, closed_cb=on_closed or ignore,
+                             **dict(options, servers=[server])),
+                timeout=params["connect_timeout"] * 2 + 1,
+            )
+            break
+        except (nats.errors.Error, OSError, asyncio.TimeoutError, ssl.SSLError) as error:
+            last_error = error
+            if not isinstance(error, asyncio.TimeoutError):
+                seen.append(error)
+        except Exception as error:  # nkeys/creds parsing and other client-side failures
+            tried = ", ".join(redact_url(s) for s in options["servers"])
+            raise NatsModuleError(f"cannot connect to NATS ({tried}): {type(error).__name__}: {error} "
+                                  "(check creds_file / nkey_seed)") from None
+    if nc is None:
+        assert last_error is not None
+        raise NatsModuleError(describe_connect_error(options["servers"], last_error, seen))
     forwarded = params.get("forward_local_ports") or []
     connected = getattr(nc, "connected_url", None)
     if forwarded and (connected is None or connected.hostname != "127.0.0.1" or connected.port not in forwarded):

@@ -1,0 +1,288 @@
+"""The toolkit's NATS StatefulSet on the lab's real nodes (issue 21), in the lab's own namespace.
+
+The lab inventory as a user runs it: ``migrate.yml`` installs NATS with the nats phase onto the
+three real kubelet nodes (containerd + runc, roles/lab_nodes), reaches its pods through the API
+server (apiserver -> kubelet port-forward), and the lab's simulator plays Tapio's pods, which
+resolve ``tapio_nats_url`` through the cluster DNS (CoreDNS) to the client Service's ClusterIP
+(kube-proxy). Every run's verify phase reads the simulator's ledger (0 lost, 0 twice).
+
+- A nats-server container killed during the collectors phase is restarted by its kubelet and
+  the migration completes; the re-run changes nothing.
+- A rolling restart of the StatefulSet (a changed nats.conf) while the simulator publishes:
+  each server enters lame duck before it stops (its own log, followed through the kubelet),
+  and no event is lost.
+- A whole real node stopped during the collectors phase (its containers killed, its kubelet
+  and containerd stopped): the cutover completes, and verify fails only on NATS redundancy,
+  with a message that names the missing server and the next step.
+
+The killed container or node is never the one the emulated pipeline is connected to, nor the
+leader of its durable consumer: an ack lost with its server makes JetStream redeliver after
+ack_wait, and the pipeline, which acks without de-duplicating (Tapio's as the seed writes
+it), would count that event twice (see test_migration_nats_node_loss.py and
+docs/migration.md, "A NATS server lost").
+
+The module resets the lab before and after: the lab's namespace is what molecule also uses.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import pytest
+from kubernetes import client, config
+
+from conftest import PORT_OFFSET, REPO_ROOT, VENV_BIN, KubeLab
+from migration_lab import Run
+from module_utils_loader import load_module_utils
+from test_migration_nats_node_loss import get_json
+
+pytestmark = pytest.mark.integration
+
+NAMESPACE = "tapio"
+STATEFULSET = "tapio-nats"
+REAL_NODE_PREFIX = "tapio-lab-real-"
+NETWORK_INDEX = (PORT_OFFSET // 100) % 50  # roles/lab_nodes: lab_nodes_network_index
+POD_NETWORK = f"10.{200 + NETWORK_INDEX}."
+RUN_DIR = Path(f"/run/tapio-lab-{NETWORK_INDEX}")
+SIMULATOR = f"http://127.0.0.1:{8787 + PORT_OFFSET}"
+STREAM, CONSUMER = "TAPIO_EVENTS", "tapio-pipeline"
+PIPELINE_CLIENT = "sim-tapio-pipeline-"
+CANARY_SOURCE = "k8s-collector"  # the first collector of tapio_collectors_order: the canary
+# Bounds on how long the test waits for a step, so a hung run fails instead of blocking the
+# suite; nothing is asserted about how long anything took.
+STEP_LIMIT = 300.0
+
+
+def playbook(*args: str, output: Optional[Path] = None) -> Any:
+    """ansible-playbook with the lab inventory (ansible.cfg's), as a user runs it: a finished
+    Run, or with *output* a background run (in a session of its own) writing there."""
+    env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "ANSIBLE_NOCOLOR": "1",
+           "ANSIBLE_FORCE_COLOR": "0"}
+    command = [str(VENV_BIN / "ansible-playbook"), *args]
+    if output is None:
+        proc = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1800)
+        return Run(proc.returncode, proc.stdout, proc.stderr)
+    with open(output, "wb") as log:
+        return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def lab(*args: str) -> None:
+    proc = subprocess.run([str(REPO_ROOT / "scripts" / "lab"), *args], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, f"scripts/lab {' '.join(args)}: rc {proc.returncode}\n{proc.stdout[-4000:]}"
+
+
+def wait_for(what: str, predicate: Callable[[], Any], run: Optional[subprocess.Popen] = None,
+             output: Optional[Path] = None) -> Any:
+    deadline = time.monotonic() + STEP_LIMIT
+    while not (value := predicate()):
+        if run is not None and output is not None and run.poll() is not None:
+            pytest.fail(f"the run ended before {what}\n{Run.from_output(run.returncode, output).explain()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {what} after {STEP_LIMIT:g}s" + (f"\n{output.read_text(errors='replace')[-6000:]}"
+                                                              if output else ""))
+        time.sleep(0.5)
+    return value
+
+
+@dataclass(frozen=True)
+class NatsPod:
+    name: str
+    node: str
+    ip: str
+    container_id: str
+    restarts: int
+    ready: bool
+
+    def monitor(self, path: str) -> Optional[tuple[int, Any]]:
+        """The pod's monitoring port at its CNI address (the host routes to the nodes' bridges)."""
+        return get_json(f"http://{self.ip}:8222{path}", timeout=3)
+
+    @property
+    def runtime_socket(self) -> Path:
+        return RUN_DIR / f"n{self.node.removeprefix(REAL_NODE_PREFIX)}" / "containerd.sock"
+
+
+class Cluster:
+    def __init__(self, kube: KubeLab) -> None:
+        self.core = client.CoreV1Api(config.new_client_from_config(str(kube.kubeconfig), context=kube.context))
+
+    def pods(self) -> list[NatsPod]:
+        found = []
+        for pod in self.core.list_namespaced_pod(NAMESPACE, label_selector="app.kubernetes.io/name=nats").items:
+            status = next((s for s in pod.status.container_statuses or [] if s.name == "nats"), None)
+            found.append(NatsPod(pod.metadata.name, pod.spec.node_name or "", pod.status.pod_ip or "",
+                                 (status.container_id or "").removeprefix("containerd://") if status else "",
+                                 status.restart_count if status else 0, bool(status and status.ready)))
+        return sorted(found, key=lambda p: p.name)
+
+    def pod(self, name: str) -> NatsPod:
+        return next(p for p in self.pods() if p.name == name)
+
+    def roles(self) -> dict[str, list[str]]:
+        """Which pod the emulated pipeline is connected to, and which leads its consumer."""
+        pods = self.pods()
+        roles: dict[str, list[str]] = {p.name: [] for p in pods}
+        for pod in pods:
+            connz = pod.monitor("/connz?limit=1024")
+            names = [c.get("name") or "" for c in (connz[1].get("connections") or [])] if connz and connz[0] == 200 else []
+            if any(n.startswith(PIPELINE_CLIENT) for n in names):
+                roles[pod.name].append("pipeline connection")
+        for pod in pods:
+            jsz = pod.monitor("/jsz?accounts=true&streams=true&consumers=true")
+            if not jsz or jsz[0] != 200:
+                continue
+            for account in jsz[1].get("account_details") or []:
+                for stream in account.get("stream_detail") or []:
+                    for consumer in stream.get("consumer_detail") or []:
+                        leader = (consumer.get("cluster") or {}).get("leader")
+                        if stream["name"] == STREAM and consumer["name"] == CONSUMER and leader in roles:
+                            roles[leader].append("pipeline consumer leader")
+            break
+        return roles
+
+    def victim(self) -> NatsPod:
+        roles = self.roles()
+        spared = [p for p in self.pods() if not roles[p.name]]
+        assert spared, f"every NATS pod serves the pipeline: {roles}"
+        return spared[0]
+
+    def healthy(self) -> bool:
+        pods = self.pods()
+        return len(pods) == 3 and all(p.ready and (p.monitor("/healthz") or (0,))[0] == 200 for p in pods)
+
+
+def canary_through_nats() -> int:
+    ledger = get_json(f"{SIMULATOR}/ledger") or (0, {})
+    return ledger[1].get("sources", {}).get(CANARY_SOURCE, {}).get("received_by_path", {}).get("nats", 0)
+
+
+def settled_ledger() -> dict[str, Any]:
+    answer = get_json(f"{SIMULATOR}/ledger?settle=30", timeout=60)
+    assert answer and answer[0] == 200, answer
+    return answer[1]
+
+
+def lost(ledger: dict[str, Any]) -> dict[str, int]:
+    return {name: int(row.get("lost") or 0) for name, row in ledger.get("sources", {}).items() if row.get("lost")}
+
+
+@pytest.fixture(scope="module")
+def cluster(kube_lab: KubeLab) -> Iterator[Cluster]:
+    lab("reset")
+    try:
+        yield Cluster(kube_lab)
+    finally:
+        lab("up")  # a node a test stopped starts again
+        lab("reset")
+
+
+def test_migrate_survives_a_killed_nats_container_and_the_re_run_changes_nothing(
+        cluster: Cluster, tmp_path: Path) -> None:
+    output = tmp_path / "migrate.log"
+    run = playbook("migrate.yml", output=output)
+    try:
+        wait_for("canary events through NATS (the collectors phase switching the canary)",
+                 canary_through_nats, run, output)
+        victim = cluster.victim()
+        subprocess.run(["ctr", "-a", str(victim.runtime_socket), "-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL",
+                        victim.container_id], check=True, capture_output=True, timeout=30)
+        killed = f"killed the nats container of {victim.name} on {victim.node} (restarts before: {victim.restarts})"
+        wait_for(f"{victim.name} restarted by its kubelet and ready",
+                 lambda: (p := cluster.pod(victim.name)).restarts > victim.restarts and p.ready)
+        rc = run.wait(timeout=STEP_LIMIT * 2)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+    result = Run.from_output(rc, output)
+    assert rc == 0, f"{killed}\n{result.explain()}"
+    assert "0 events lost and 0 delivered twice" in result.stdout, f"{killed}\n{result.explain()}"
+
+    pods = cluster.pods()
+    assert len(pods) == 3 and all(p.ready for p in pods), pods
+    assert {p.node for p in pods} == {f"{REAL_NODE_PREFIX}{i}" for i in range(3)}, pods  # one per real node
+    assert all(p.ip.startswith(POD_NETWORK) for p in pods), pods  # CNI bridge addresses
+    assert cluster.pod(victim.name).restarts > victim.restarts
+
+    again = playbook("migrate.yml")
+    assert again.rc == 0 and again.changed == 0, again.explain()
+
+
+def follow_logs(kube: KubeLab, pod: str, sink: list[str]) -> subprocess.Popen:
+    """`kubectl logs -f` of the pod's nats container (through the API server and its kubelet),
+    one line at a time into *sink*, until the container stops."""
+    proc = subprocess.Popen([str(kube.kubectl), "--kubeconfig", str(kube.kubeconfig), "--context", kube.context,
+                             "-n", NAMESPACE, "logs", "-f", pod, "-c", "nats"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sink.append(line.rstrip())
+
+    threading.Thread(target=pump, daemon=True).start()
+    return proc
+
+
+def test_a_rolling_restart_goes_through_lame_duck_and_loses_nothing(cluster: Cluster, kube_lab: KubeLab) -> None:
+    before = {p.name: p for p in cluster.pods()}
+    logs: dict[str, list[str]] = {name: [] for name in before}
+    followers = [follow_logs(kube_lab, name, logs[name]) for name in before]
+    try:
+        # A nats.conf change (the lame duck's grace period) rolls the StatefulSet, one pod at a time.
+        rolled = playbook("playbooks/nats.yml", "-e", "nats_cluster_lame_duck_grace_period_seconds=11")
+        assert rolled.rc == 0, rolled.explain()
+    finally:
+        for follower in followers:
+            try:
+                follower.wait(timeout=30)  # each ends with its container
+            except subprocess.TimeoutExpired:
+                follower.kill()
+    after = {p.name: p for p in cluster.pods()}
+    assert all(after[name].container_id != before[name].container_id for name in before), (before, after)
+    for name, lines in logs.items():
+        text = "\n".join(lines)
+        assert "Entering lame duck mode" in text, f"{name} stopped without lame duck:\n{text[-3000:]}"
+    wait_for("NATS healthy after the rolling restart", cluster.healthy)
+    ledger = settled_ledger()
+    assert lost(ledger) == {}, json.dumps(ledger.get("sources"), indent=1)
+
+
+def test_a_lost_real_node_leaves_the_cutover_done_and_verify_names_the_missing_server(
+        cluster: Cluster, tmp_path: Path) -> None:
+    lab("reset")
+    output = tmp_path / "migrate.log"
+    run = playbook("migrate.yml", output=output)
+    try:
+        wait_for("canary events through NATS (the collectors phase switching the canary)",
+                 canary_through_nats, run, output)
+        victim = cluster.victim()
+        lab("stop-node", victim.node)
+        stopped = f"stopped node {victim.node} (pod {victim.name})"
+        rc = run.wait(timeout=STEP_LIMIT * 3)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+    result = Run.from_output(rc, output)
+    ledger = load_module_utils("tapio_workload")
+    if rc != 0:
+        # The one failure allowed: NATS redundancy, with what still holds and what to do.
+        failed = [line for line in result.stdout.splitlines() if line.startswith("fatal:")]
+        assert len(failed) == 1 and "NATS is not fully redundant" in failed[0], f"{stopped}\n{result.explain()}"
+        for words in (victim.name, "The cutover itself is done: the collectors and the pipeline run on NATS",
+                      "events flow", "0 events lost", "Next: find the missing server's pod and node",
+                      "re-run ansible-playbook playbooks/verify.yml"):
+            assert words in failed[0], f"{words!r} missing from: {failed[0]}"
+    else:
+        assert "0 events lost and 0 delivered twice" in result.stdout, f"{stopped}\n{result.explain()}"
+    assert ledger.ledger_problems(settled_ledger()) == [], stopped
