@@ -117,7 +117,7 @@ from ansible.module_utils.tapio_apply import (
 from ansible.module_utils.tapio_engine import Stalled, wait_for_progress
 from ansible.module_utils.tapio_kube import (
     KUBE_CONNECTION_SPEC, KUBERNETES_IMPORT_ERROR, KUBERNETES_REQUIREMENT, Kube, KubeError)
-from ansible.module_utils.tapio_workload import rollout_state
+from ansible.module_utils.tapio_workload import rollout_state, unschedulable_pods
 
 ARGUMENT_SPEC: dict[str, Any] = {
     "objects": {"type": "list", "elements": "dict", "required": True},
@@ -151,6 +151,17 @@ def bad_objects(objects: list[dict[str, Any]]) -> list[str]:
     return problems
 
 
+def workload_pods(kube: Kube, workload: dict[str, Any]) -> list[dict[str, Any]]:
+    """The pods of a Deployment, DaemonSet or StatefulSet (its label selector)."""
+    labels = ((workload.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    namespace = (workload.get("metadata") or {}).get("namespace")
+    if not labels or not namespace:
+        return []
+    selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+    answer = kube.request("GET", f"/api/v1/namespaces/{namespace}/pods", query=[("labelSelector", selector)])
+    return (answer or {}).get("items") or []
+
+
 def wait_rollouts(kube: Kube, planned: list[dict[str, Any]], deadline: float, interval: float,
                   steps: list[str]) -> list[str]:
     done = []
@@ -163,7 +174,13 @@ def wait_rollouts(kube: Kube, planned: list[dict[str, Any]], deadline: float, in
             return rollout_state(entry["after"])
 
         started = time.monotonic()
-        summary = wait_for_progress(poll, f"rollout of {entry['label']}", deadline, interval)
+        try:
+            summary = wait_for_progress(poll, f"rollout of {entry['label']}", deadline, interval)
+        except Stalled as stalled:
+            reasons = unschedulable_pods(workload_pods(kube, entry["after"] or entry["desired"]))
+            if not reasons:
+                raise
+            raise Stalled(f"{stalled}; not scheduled: {'; '.join(reasons)}") from None
         steps.append(f"{entry['label']} rolled out in {time.monotonic() - started:.1f}s: {summary}")
         done.append(f"{entry['label']} - {summary}")
     return done

@@ -557,6 +557,21 @@ def report_entry(kind: str, name: str, container: str, source: str, record: dict
 # ------------------------------------------------------------------------------------------
 # The lab's event ledger
 # ------------------------------------------------------------------------------------------
+def unschedulable_pods(pods: list[dict[str, Any]]) -> list[str]:
+    """"<pod>: <the scheduler's reason>" for each Pending pod the scheduler could not place
+    (PodScheduled False): a rollout stalled on them says why (a topology spread rule, a taint,
+    too little CPU) instead of only that it stalled."""
+    reasons = []
+    for pod in pods:
+        if (pod.get("status") or {}).get("phase") != "Pending":
+            continue
+        for condition in (pod.get("status") or {}).get("conditions") or []:
+            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+                message = " ".join(str(condition.get("message") or condition.get("reason") or "unschedulable").split())
+                reasons.append(f"{pod['metadata']['name']}: {message}")
+    return sorted(reasons)
+
+
 def ledger_problems(ledger: dict[str, Any]) -> list[str]:
     """Lost or twice-delivered events per source; a ledger that saw nothing is a problem too."""
     sources = ledger.get("sources") or {}

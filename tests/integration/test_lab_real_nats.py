@@ -14,6 +14,10 @@ resolve ``tapio_nats_url`` through the cluster DNS (CoreDNS) to the client Servi
 - A whole real node stopped during the collectors phase (its containers killed, its kubelet
   and containerd stopped): the cutover completes, and verify fails only on NATS redundancy,
   with a message that names the missing server and the next step.
+- What the pod spec decides, read off the running nats-server process on the machine:
+  GOMEMLIMIT in its environment, no capabilities, no privilege escalation, a seccomp filter, a
+  read-only root filesystem; and with one real node cordoned the third pod stays Pending and
+  the nats phase fails naming the spread rule.
 
 The killed container or node is never the one the emulated pipeline is connected to, nor the
 leader of its durable consumer: an ack lost with its server makes JetStream redeliver after
@@ -217,6 +221,29 @@ def test_migrate_survives_a_killed_nats_container_and_the_re_run_changes_nothing
     assert again.rc == 0 and again.changed == 0, again.explain()
 
 
+def process_of(pod: NatsPod) -> int:
+    """The host pid of the pod's nats-server (its containerd task)."""
+    tasks = subprocess.run(["ctr", "-a", str(pod.runtime_socket), "-n", "k8s.io", "tasks", "ls"], check=True,
+                           capture_output=True, text=True, timeout=30).stdout
+    return next(int(line.split()[1]) for line in tasks.splitlines() if line.startswith(pod.container_id))
+
+
+def test_the_pod_spec_holds_in_the_running_server(cluster: Cluster) -> None:
+    for pod in cluster.pods():
+        pid = process_of(pod)
+        environ = dict(item.split("=", 1) for item in
+                       Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0") if "=" in item)
+        # 90 % of the 1Gi limit (nats_cluster_gomemlimit_percent): the Go heap sized to the container.
+        assert environ.get("GOMEMLIMIT") == str(int(1024 ** 3 * 0.9)), (pod.name, environ.get("GOMEMLIMIT"))
+        status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+        assert int(status["CapEff"].strip(), 16) == 0, (pod.name, status["CapEff"])  # drop: [ALL]
+        assert status["NoNewPrivs"].strip() == "1", pod.name  # allowPrivilegeEscalation: false
+        assert status["Seccomp"].strip() == "2", pod.name  # RuntimeDefault: a filter
+        root = next(line.split() for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
+                    if line.split()[4] == "/")
+        assert "ro" in root[5].split(","), (pod.name, root)  # readOnlyRootFilesystem
+
+
 def follow_logs(kube: KubeLab, pod: str, sink: list[str]) -> subprocess.Popen:
     """`kubectl logs -f` of the pod's nats container (through the API server and its kubelet),
     one line at a time into *sink*, until the container stops."""
@@ -286,3 +313,23 @@ def test_a_lost_real_node_leaves_the_cutover_done_and_verify_names_the_missing_s
     else:
         assert "0 events lost and 0 delivered twice" in result.stdout, f"{stopped}\n{result.explain()}"
     assert ledger.ledger_problems(settled_ledger()) == [], stopped
+
+
+def test_with_two_schedulable_nodes_the_third_server_stays_pending_and_the_spread_rule_is_named(
+        cluster: Cluster, kube_lab: KubeLab) -> None:
+    lab("up")  # the node the test above stopped
+    lab("reset")
+    kubectl = [str(kube_lab.kubectl), "--kubeconfig", str(kube_lab.kubeconfig), "--context", kube_lab.context]
+    cordoned = f"{REAL_NODE_PREFIX}2"
+    subprocess.run([*kubectl, "cordon", cordoned], check=True, capture_output=True, timeout=60)
+    try:
+        run = playbook("playbooks/nats.yml", "-e", "nats_cluster_progress_deadline=20")
+    finally:
+        subprocess.run([*kubectl, "uncordon", cordoned], check=True, capture_output=True, timeout=60)
+    assert run.rc != 0, run.explain()
+    pending = [p for p in cluster.pods() if not p.node]
+    assert len(pending) == 1, cluster.pods()
+    assert {p.node for p in cluster.pods() if p.node} == {f"{REAL_NODE_PREFIX}0", f"{REAL_NODE_PREFIX}1"}
+    assert f"rollout of StatefulSet {NAMESPACE}/{STATEFULSET}: no progress for 20s" in run.stdout, run.explain()
+    assert f"not scheduled: {pending[0].name}: " in run.stdout, run.explain()
+    assert "didn't match pod topology spread constraints" in run.stdout, run.explain()

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -374,11 +375,24 @@ def test_nats_conf_in_the_configmap_is_accepted_by_nats_server(api: client.ApiCl
     # nats-server reads the password as a config value: the pods get it quoted (the lab's ebpf
     # collector's password has spaces and quotes in it, and starts with digits).
     assert env["NATS_PASSWORD"] == json.dumps(password) and env["NATS_ROUTE_PASSWORD"] == route_password
+    assert env["NATS_ROUTE_CONF_PASSWORD"] == json.dumps(route_password)
     assert '"' in env["NATS_PASSWORD_TAPIO_EBPF_COLLECTOR"] and " " in env["NATS_PASSWORD_TAPIO_EBPF_COLLECTOR"]
     assert env["NATS_ROUTE_1"] == f"nats://route:{route_password}@{NAME}-1.{NAME}-headless.{NS}.svc:6222"
     ok = subprocess.run([str(NATS_SERVER), "-t", "-c", str(path)], env=env, capture_output=True, text=True,
                         check=False)
     assert ok.returncode == 0, ok.stdout + ok.stderr
+    # A route password nats-server would lex as a number or a boolean is read as text, quoted.
+    for plain in ("123456", "on"):
+        numeric = {**env, "NATS_ROUTE_PASSWORD": plain, "NATS_ROUTE_CONF_PASSWORD": json.dumps(plain)}
+        numeric.update({name: value.replace(route_password, plain) for name, value in env.items()
+                        if name.startswith("NATS_ROUTE_") and name[len("NATS_ROUTE_"):].isdigit()})
+        quoted = subprocess.run([str(NATS_SERVER), "-t", "-c", str(path)], env=numeric, capture_output=True,
+                                text=True, check=False)
+        assert quoted.returncode == 0, plain + quoted.stdout + quoted.stderr
+        unquoted = subprocess.run([str(NATS_SERVER), "-t", "-c", str(path)],
+                                  env={**numeric, "NATS_ROUTE_CONF_PASSWORD": plain}, capture_output=True,
+                                  text=True, check=False)
+        assert "interface conversion" in unquoted.stdout + unquoted.stderr, plain  # why it is quoted
     # The env references are real: without them the server refuses the file.
     missing = subprocess.run([str(NATS_SERVER), "-t", "-c", str(path)], env={"PATH": os.environ["PATH"]},
                              capture_output=True, text=True, check=False)
@@ -560,6 +574,18 @@ def test_operator_method_refuses_jetstream_and_creates_nothing(api: client.ApiCl
     assert not namespace_exists(api, OPERATOR_NS)
     for name in OPERATOR_CRDS:
         assert crd_exists(api, name) == operator_cleanup[name]
+
+
+def test_a_lame_duck_grace_period_not_below_its_duration_is_refused_before_any_change(api: client.ApiClient) -> None:
+    """nats-server -t accepts it, but the server refuses to start ("lame duck grace period
+    (30s) should be strictly lower than lame duck duration (30s)"), after the pods rolled."""
+    namespace = f"nats-ld-{uuid.uuid4().hex[:6]}"
+    run = nats_playbook(namespace, extra={"nats_cluster_lame_duck_grace_period_seconds": 30})
+    assert run.rc != 0
+    assert ("nats_cluster_lame_duck_grace_period_seconds (30) must be lower than "
+            "nats_cluster_lame_duck_duration_seconds (30)") in run.out, run.out[-3000:]
+    assert run.recap["changed"] == 0
+    assert not namespace_exists(api, namespace)
 
 
 def test_operator_method_without_jetstream_installs_the_plans_natscluster(

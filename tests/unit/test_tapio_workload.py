@@ -293,3 +293,21 @@ def test_workload_env_points_the_shared_credentials_at_the_workloads_own_secret(
 def test_workload_env_without_a_prefix_keeps_the_shared_secret(secrets: object) -> None:
     env = [{"name": "NATS_PASSWORD", "valueFrom": SECRET}]
     assert twe.workload_env(env, "tapio-pipeline", secrets) == env
+
+
+def test_unschedulable_pods_name_the_schedulers_reason() -> None:
+    def pod(name: str, phase: str, *conditions: dict[str, str]) -> dict:
+        return {"metadata": {"name": name}, "status": {"phase": phase, "conditions": list(conditions)}}
+
+    spread = ("0/6 nodes are available: 1 node(s) didn't match pod topology spread constraints,\n"
+              "  5 node(s) had untolerated taint {tapio.io/lab-node: real}.")
+    pods = [pod("tapio-nats-2", "Pending", {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                            "message": spread}),
+            pod("tapio-nats-0", "Running", {"type": "PodScheduled", "status": "True"}),
+            pod("tapio-nats-1", "Pending", {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}),
+            pod("tapio-nats-3", "Pending", {"type": "PodScheduled", "status": "True"})]  # placed, starting
+    assert twe.unschedulable_pods(pods) == [
+        "tapio-nats-1: Unschedulable",
+        "tapio-nats-2: 0/6 nodes are available: 1 node(s) didn't match pod topology spread constraints, "
+        "5 node(s) had untolerated taint {tapio.io/lab-node: real}."]
+    assert twe.unschedulable_pods([]) == []
