@@ -66,15 +66,26 @@ def kubectl(kube_lab: KubeLab, *args: str) -> str:
     return result.stdout
 
 
-def test_kubectl_lists_ready_fake_nodes(kube_lab: KubeLab) -> None:
+def test_kubectl_lists_ready_fake_and_real_nodes(kube_lab: KubeLab) -> None:
     nodes = json.loads(kubectl(kube_lab, "get", "nodes", "-o", "json"))["items"]
-    ready = [n["metadata"]["name"] for n in nodes
-             if any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"])]
-    assert len(ready) >= 3, f"expected at least 3 Ready fake nodes, got {ready}"
-    assert all(n["metadata"]["annotations"].get("kwok.x-k8s.io/node") == "fake" for n in nodes)
-    # Loopback addresses: nothing the API server sends a node leaves the machine.
-    addresses = [a["address"] for n in nodes for a in n["status"]["addresses"] if a["type"] == "InternalIP"]
+
+    def ready(node: dict) -> bool:
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"]["conditions"])
+
+    fake = [n for n in nodes if n["metadata"].get("annotations", {}).get("kwok.x-k8s.io/node") == "fake"]
+    real = [n for n in nodes if n["metadata"].get("labels", {}).get("tapio.io/lab-node") == "real"]
+    assert len(fake) + len(real) == len(nodes), [n["metadata"]["name"] for n in nodes]
+    assert len([n for n in fake if ready(n)]) >= 3, f"expected at least 3 Ready fake nodes: {fake}"
+    # Fake nodes on loopback addresses: nothing the API server sends them leaves the machine.
+    addresses = [a["address"] for n in fake for a in n["status"]["addresses"] if a["type"] == "InternalIP"]
     assert all(a.startswith("127.") for a in addresses), addresses
+    # Real nodes: a kubelet with containerd each, tainted for NATS, on the lab's machine-local addresses.
+    assert sorted(n["metadata"]["name"] for n in real if ready(n)) == [f"tapio-lab-real-{i}" for i in range(3)]
+    for node in real:
+        assert node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://"), node["status"]["nodeInfo"]
+        assert {"key": "tapio.io/lab-node", "value": "real", "effect": "NoSchedule"} in node["spec"]["taints"]
+        internal = [a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP"]
+        assert len(internal) == 1 and internal[0].startswith("10.99."), internal
 
 
 def test_server_version_is_the_pinned_one(kube_lab: KubeLab) -> None:

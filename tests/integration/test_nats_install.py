@@ -305,6 +305,7 @@ def test_deploy_creates_the_recommended_statefulset(api: client.ApiClient, deplo
     assert env["NATS_PASSWORD"].value_from.secret_key_ref.name == f"{NAME}-auth"
     # Routes authenticate; their password comes from a Secret of its own, never in the spec.
     assert env["NATS_ROUTE_PASSWORD"].value_from.secret_key_ref.name == f"{NAME}-routes"
+    assert env["NATS_ROUTE_CONF_PASSWORD"].value_from.secret_key_ref.key == "conf_password"
     assert env["NATS_ROUTE_2"].value == f"nats://route:$(NATS_ROUTE_PASSWORD)@{NAME}-2.{NAME}-headless.{NS}.svc:6222"
     [vct] = sts.spec.volume_claim_templates
     assert vct.spec.resources.requests["storage"] == "10Gi"
@@ -349,7 +350,7 @@ def test_nats_conf_in_the_configmap_is_accepted_by_nats_server(api: client.ApiCl
     secret = core.read_namespaced_secret(f"{NAME}-auth", NS)
     assert "tapio-lab-secret" not in conf
     assert "password: $NATS_PASSWORD" in conf
-    assert "password: $NATS_ROUTE_PASSWORD" in conf and "$NATS_ROUTE_2" in conf
+    assert "password: $NATS_ROUTE_CONF_PASSWORD" in conf and "$NATS_ROUTE_2" in conf
     # JetStream file store sized from the 10Gi claim (90 %), memory store 512Mi.
     assert f"max_file_store: {10 * 2**30 * 90 // 100}" in conf
     assert f"max_memory_store: {512 * 2**20}" in conf
@@ -709,7 +710,8 @@ async def _stream_with_pending_consumer(servers: list[str]) -> None:
 
 
 def test_health_gate_passes_on_a_healthy_cluster(gate_cluster: dict[str, Any]) -> None:
-    run = playbook(HERE / "gate.yml", extra={"nats_cluster_monitor_urls": gate_cluster["monitor_urls"],
+    run = playbook(HERE / "gate.yml", extra={"tapio_nats_reach": "direct",
+                                             "nats_cluster_monitor_urls": gate_cluster["monitor_urls"],
                                              "nats_cluster_health_retries": 10, "nats_cluster_health_delay": 1})
     assert run.rc == 0, run.out[-4000:]
     assert "3 peers, all current" in run.out
@@ -717,7 +719,8 @@ def test_health_gate_passes_on_a_healthy_cluster(gate_cluster: dict[str, Any]) -
 
 def test_health_gate_requires_every_expected_peer(gate_cluster: dict[str, Any]) -> None:
     """nats_cluster_expected_peers is checked against the meta leader's view."""
-    run = playbook(HERE / "gate.yml", extra={"nats_cluster_monitor_urls": gate_cluster["monitor_urls"],
+    run = playbook(HERE / "gate.yml", extra={"tapio_nats_reach": "direct",
+                                             "nats_cluster_monitor_urls": gate_cluster["monitor_urls"],
                                              "nats_cluster_expected_peers": 4,
                                              "nats_cluster_health_retries": 2, "nats_cluster_health_delay": 1})
     assert run.rc != 0
@@ -731,7 +734,8 @@ def test_health_gate_fails_clearly_when_a_node_is_down(gate_cluster: dict[str, A
     assert stop.returncode == 0, stop.stdout + stop.stderr
     down = gate_cluster["monitor_urls"][2]
     assert http_status(f"{down}/healthz") == -1
-    run = playbook(HERE / "gate.yml", extra={"nats_cluster_monitor_urls": gate_cluster["monitor_urls"],
+    run = playbook(HERE / "gate.yml", extra={"tapio_nats_reach": "direct",
+                                             "nats_cluster_monitor_urls": gate_cluster["monitor_urls"],
                                              "nats_cluster_health_retries": 2, "nats_cluster_health_delay": 1})
     assert run.rc != 0
     assert re.search(r"NATS health gate failed after [0-9.]+s \(\d+ checks of nats_cluster_monitor_urls\): "

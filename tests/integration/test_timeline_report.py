@@ -207,7 +207,9 @@ def test_report_links_the_plot_and_a_rerun_changes_nothing(simulator: dict[str, 
 
     def report(**extra: Any) -> subprocess.CompletedProcess:
         command = [str(VENV_BIN / "ansible-playbook"), "playbooks/report.yml", "-e",
-                   json.dumps({"tapio_artifacts_dir": str(tmp_path), "migration_report_timeline_minutes": 5, **extra})]
+                   json.dumps({"tapio_artifacts_dir": str(tmp_path), "migration_report_timeline_minutes": 5,
+                               "tapio_nats_reach": "direct",  # the loopback servers the test's simulator uses
+                               **extra})]
         done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
         return done
