@@ -78,6 +78,21 @@ def secret_changed(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     return sorted(key for key in set(old) | set(new) if old.get(key) != new.get(key))
 
 
+_QUANTITY = re.compile(r"^([0-9]+)([KMGTPE]i|[kMGTPE])?$")
+
+
+def storage_bytes(quantity: str) -> Any:
+    """A storage quantity as bytes (``10Gi`` and ``10240Mi`` are one size: the API server
+    keeps a quantity in its canonical form, not as written); the text when it is not a plain
+    quantity."""
+    match = _QUANTITY.match(quantity.strip())
+    if not match:
+        return quantity
+    suffix = match.group(2) or ""
+    power = " kMGTPE".index(suffix[0].replace("K", "k")) if suffix else 0
+    return int(match.group(1)) * (1024 if suffix.endswith("i") else 1000) ** power
+
+
 def volume_claims(statefulset: dict[str, Any]) -> list[dict[str, Any]]:
     """A StatefulSet's volumeClaimTemplates as name, storage, class and access modes."""
     summary = []
@@ -96,7 +111,8 @@ def claims_problem(live: Optional[dict[str, Any]], desired: dict[str, Any], hint
     if not live or desired.get("kind") != "StatefulSet":
         return None
     have, want = volume_claims(live), volume_claims(desired)
-    if have == want:
+    if [dict(c, storage=storage_bytes(c["storage"])) for c in have] == \
+            [dict(c, storage=storage_bytes(c["storage"])) for c in want]:
         return None
     return (f"The {object_label(desired)} has volume claim templates {json.dumps(have)} but this run asks for "
             f"{json.dumps(want)}. Kubernetes does not allow changing a StatefulSet's volumeClaimTemplates, so "

@@ -195,3 +195,21 @@ def test_create_only_creates_a_missing_object_with_a_plain_create() -> None:
     applier.apply(planned)
     collection = STS_PATH.rsplit("/", 1)[0]
     assert [r for r in kube.requests if r[0] != "GET"] == [("POST", collection, True), ("POST", collection, False)]
+
+
+def test_claim_sizes_compare_as_quantities() -> None:
+    def sts(storage: str, storage_class: str = "standard") -> dict[str, Any]:
+        return {"kind": "StatefulSet", "metadata": {"name": "tapio-nats", "namespace": "tapio"},
+                "spec": {"volumeClaimTemplates": [{"metadata": {"name": "jetstream"}, "spec": {
+                    "accessModes": ["ReadWriteOnce"], "storageClassName": storage_class,
+                    "resources": {"requests": {"storage": storage}}}}]}}
+
+    assert apply.storage_bytes("10Gi") == apply.storage_bytes("10240Mi") == 10 * 1024 ** 3
+    assert apply.storage_bytes("1k") == apply.storage_bytes("1000") == 1000
+    assert apply.storage_bytes("2G") == 2 * 1000 ** 3 and apply.storage_bytes("1Ei") == 1024 ** 6
+    assert apply.storage_bytes("1.5Gi") == "1.5Gi"  # not a plain quantity: compared as written
+    # The API server returns 10Gi for a claim written 10240Mi: the same size, no refusal.
+    assert apply.claims_problem(sts("10Gi"), sts("10240Mi"), "") is None
+    refused = apply.claims_problem(sts("10Gi"), sts("20Gi"), "Resize the claims by hand.")
+    assert refused and "volumeClaimTemplates" in refused and refused.endswith("Resize the claims by hand.")
+    assert apply.claims_problem(sts("10Gi"), sts("10Gi", "fast"), "")  # another class is a change
