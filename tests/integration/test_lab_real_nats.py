@@ -186,6 +186,23 @@ def pristine(cluster: "Cluster") -> bool:
     return not cluster.pods() and "tapio-migration-state" not in names
 
 
+def migrate_with_fault(output: Path, fault: Callable[[], str], *args: str, limit: float) -> tuple[Run, str]:
+    """migrate.yml in the background; once the canary's events flow through NATS (the
+    collectors phase has switched the canary), *fault()* runs and says what it did. The run's
+    result and that sentence; a run still going when the test gives up is killed."""
+    run = playbook("migrate.yml", *args, output=output)
+    try:
+        wait_for("canary events through NATS (the collectors phase switching the canary)",
+                 canary_through_nats, run, output)
+        done = fault()
+        rc = run.wait(timeout=limit)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+    return Run.from_output(rc, output), done
+
+
 @pytest.fixture(scope="module")
 def cluster(kube_lab: KubeLab) -> Iterator[Cluster]:
     nodes = Cluster(kube_lab)
@@ -224,22 +241,18 @@ def test_with_two_schedulable_nodes_the_third_server_stays_pending_and_the_sprea
 def test_migrate_survives_a_killed_nats_container_and_the_re_run_changes_nothing(
         cluster: Cluster, tmp_path: Path) -> None:
     output = tmp_path / "migrate.log"
-    run = playbook("migrate.yml", output=output)
-    try:
-        wait_for("canary events through NATS (the collectors phase switching the canary)",
-                 canary_through_nats, run, output)
-        victim = cluster.victim()
+    chosen: list[NatsPod] = []  # chosen once the pipeline runs on NATS (its server is spared)
+
+    def kill_container() -> str:
+        chosen.append(victim := cluster.victim())
         subprocess.run(["ctr", "-a", str(victim.runtime_socket), "-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL",
                         victim.container_id], check=True, capture_output=True, timeout=30)
-        killed = f"killed the nats container of {victim.name} on {victim.node} (restarts before: {victim.restarts})"
         wait_for(f"{victim.name} restarted by its kubelet and ready",
                  lambda: (p := cluster.pod(victim.name)).restarts > victim.restarts and p.ready)
-        rc = run.wait(timeout=STEP_LIMIT * 2)
-    finally:
-        if run.poll() is None:
-            os.killpg(run.pid, signal.SIGKILL)
-            run.wait()
-    result = Run.from_output(rc, output)
+        return f"killed the nats container of {victim.name} on {victim.node} (restarts before: {victim.restarts})"
+
+    result, killed = migrate_with_fault(output, kill_container, limit=STEP_LIMIT * 2)
+    rc, victim = result.rc, chosen[0]
     assert rc == 0, f"{killed}\n{result.explain()}"
     assert "0 events lost and 0 delivered twice" in result.stdout, f"{killed}\n{result.explain()}"
 
@@ -322,19 +335,16 @@ def test_a_lost_real_node_leaves_the_cutover_done_and_verify_names_the_missing_s
     output = tmp_path / "migrate.log"
     # verify waits tapio_verify_nats_settle for the cluster to heal before it judges redundancy;
     # the stopped node stays down, so a shorter wait changes only how long the run takes.
-    run = playbook("migrate.yml", "-e", "tapio_verify_nats_settle=10", output=output)
-    try:
-        wait_for("canary events through NATS (the collectors phase switching the canary)",
-                 canary_through_nats, run, output)
-        victim = cluster.victim()
+    chosen: list[NatsPod] = []  # chosen once the pipeline runs on NATS (its server is spared)
+
+    def stop_node() -> str:
+        chosen.append(victim := cluster.victim())
         lab("stop-node", victim.node)
-        stopped = f"stopped node {victim.node} (pod {victim.name})"
-        rc = run.wait(timeout=STEP_LIMIT * 3)
-    finally:
-        if run.poll() is None:
-            os.killpg(run.pid, signal.SIGKILL)
-            run.wait()
-    result = Run.from_output(rc, output)
+        return f"stopped node {victim.node} (pod {victim.name})"
+
+    result, stopped = migrate_with_fault(output, stop_node, "-e", "tapio_verify_nats_settle=10",
+                                         limit=STEP_LIMIT * 3)
+    rc, victim = result.rc, chosen[0]
     ledger = load_module_utils("tapio_workload")
     if rc != 0:
         # The one failure allowed: NATS redundancy, with what still holds and what to do.
