@@ -134,6 +134,13 @@ options:
         description: Filter and rewrite subjects while copying. Needs nats-server 2.10.0 or later.
         type: list
         elements: dict
+        suboptions:
+          src:
+            description: Source subject (filter) of the transform. Needs nats-server 2.10.0 or later.
+            type: str
+          dest:
+            description: Destination subject of the transform. Needs nats-server 2.10.0 or later.
+            type: str
       external:
         description: Source in another JetStream domain or account.
         type: dict

@@ -23,6 +23,9 @@ description:
     reported as created.
   - Server-side apply writes no C(last-applied-configuration) annotation, so a Secret's
     values are never copied into one; Secrets' values are redacted in diffs and results.
+  - Literal env values of every container (and a C(last-applied-configuration) annotation)
+    are shown in diffs and results as a short hash, C(<redacted sha256:1a2b3c4d>); the objects
+    are applied with their values.
   - Waits follow progress - a rollout fails when nothing has moved for O(progress_deadline)
     seconds, never after a fixed total.
   - Runs on the control node (the project's action plugin runs it in Ansible's worker process).
@@ -87,7 +90,7 @@ objects:
   description: Per object, in apply order - kind, name, namespace, operation (create, update,
     none or skipped), reason (skipped, or check mode in a new namespace), changed_keys (a
     Secret's keys whose value changed) and resource (the object as applied or as the dry run
-    returned it; a Secret's values redacted).
+    returned it; a Secret's values and containers' literal env values redacted).
   returned: always
   type: list
   elements: dict
@@ -102,7 +105,7 @@ steps:
   type: list
   elements: str
 diff:
-  description: Per created or updated object, before and after as JSON (Secrets' values redacted).
+  description: Per created or updated object, before and after as JSON (Secrets' values and literal env values redacted).
   returned: diff mode, when something changes
   type: list
 """

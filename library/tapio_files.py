@@ -12,7 +12,9 @@ description:
   - Writes every file of O(files) into O(dest) in one call (the report's JSON and Markdown
     files), creating O(dest) when needed. A file whose content is already there is not
     touched; a new content replaces the old one atomically (a temporary file in the same
-    directory, then a rename).
+    directory, created 0600, then a rename).
+  - Files are written 0600 and directories created 0700 by default, since a report may
+    describe workloads that hold secrets.
   - A file marked C(observation) (counters read at report time) is written like the others
     but never counts as a change, so a re-run of an unchanged migration reports changed=0.
   - Runs on the control node (the project's action plugin runs it in Ansible's worker process).
@@ -20,21 +22,36 @@ version_added: "1.2.0"
 author: Tapio NATS migration toolkit
 options:
   dest:
-    description: The directory; created (with its parents, mode 0755) when missing.
+    description:
+      - The directory; created (each missing parent too) with mode 0700 when missing. An
+        existing directory keeps its mode.
     type: path
     required: true
   files:
     description:
-      - Each C({name, content, observation, state}) - C(name) a file name inside O(dest) (no
-        directories); C(content) its text; C(observation) true when it never counts as a
-        change; C(state) C(absent) to remove the file.
+      - The files; every bad entry is named, and nothing written, before the first write.
     type: list
     elements: dict
     required: true
+    suboptions:
+      name:
+        description: A file name inside O(dest) (no directories).
+        type: str
+      content:
+        description: Its text; needed unless O(files[].state=absent).
+        type: raw
+      observation:
+        description: True when writing it never counts as a change.
+        type: bool
+        default: false
+      state:
+        description: C(present) writes the file, C(absent) removes it.
+        type: str
+        default: present
   mode:
     description: Mode of every file written.
     type: str
-    default: "0644"
+    default: "0600"
 notes:
   - Supports check mode (nothing is written; the result says what would be) and diff mode
     (the before and after of every file that counts as a change).
@@ -70,6 +87,7 @@ import tempfile
 from typing import Any, Optional
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.tapio_private import make_private_dirs
 
 
 def current_text(path: str) -> Optional[str]:
@@ -82,6 +100,7 @@ def current_text(path: str) -> Optional[str]:
 
 def write_atomically(path: str, text: str, mode: int) -> None:
     directory = os.path.dirname(path)
+    # mkstemp creates the file 0600: nobody else can read it before the chmod to *mode*.
     handle, temporary = tempfile.mkstemp(prefix=".tapio-", dir=directory)
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
@@ -108,10 +127,21 @@ def problems_of(files: list[dict[str, Any]]) -> list[str]:
     return problems
 
 
+# Each entry's keys, so Ansible refuses a misspelt one; their values are checked by problems_of,
+# which names every bad entry at once. content is raw: a non-text content is refused, not stringified.
+FILE_ENTRY_SPEC: dict[str, Any] = {
+    "name": {"type": "str"},
+    "content": {"type": "raw"},
+    "observation": {"type": "bool", "default": False},
+    "state": {"type": "str", "default": "present"},
+}
+
+
 def main() -> None:
     module = AnsibleModule(argument_spec={"dest": {"type": "path", "required": True},
-                                          "files": {"type": "list", "elements": "dict", "required": True},
-                                          "mode": {"type": "str", "default": "0644"}},
+                                          "files": {"type": "list", "elements": "dict", "required": True,
+                                                    "options": FILE_ENTRY_SPEC},
+                                          "mode": {"type": "str", "default": "0600"}},
                            supports_check_mode=True)
     dest, files = module.params["dest"], module.params["files"]
     problems = problems_of(files)
@@ -123,7 +153,7 @@ def main() -> None:
         module.fail_json(msg="Nothing was written: " + "; ".join(problems) + ".")
     results, diffs = [], []
     if not os.path.isdir(dest) and not module.check_mode:
-        os.makedirs(dest, mode=0o755, exist_ok=True)
+        make_private_dirs(dest)
     for entry in files:
         path = os.path.join(dest, entry["name"])
         state, observation = entry.get("state", "present"), bool(entry.get("observation", False))

@@ -22,6 +22,9 @@ description:
     (at most 5 attempts). JetStream API timeouts and no-responders (a leader election) are
     retried the same way.
   - Check mode returns the plan (and diff in diff mode) and changes nothing; no wait runs.
+  - Diffs and RV(report) show each literal env value as a short hash of it
+    (C(<redacted sha256:1a2b3c4d>)), so a changed value shows without the value; records and what
+    is applied keep the values. Local records are written 0600 in 0700 directories.
 version_added: "1.1.0"
 author: Tapio NATS migration toolkit
 extends_documentation_fragment:
@@ -63,14 +66,31 @@ options:
     type: str
     default: tapio
   pipeline:
-    description: The pipeline Deployment, C({name, container}).
+    description: The pipeline Deployment; both keys are needed when given.
     type: dict
     default: {name: tapio-pipeline, container: pipeline}
+    suboptions:
+      name:
+        description: The Deployment's name.
+        type: str
+      container:
+        description: The container the migration owns.
+        type: str
   collectors:
-    description: The collector DaemonSets, each C({name, container, subject_prefix}).
+    description: The collector DaemonSets; every key is needed in each.
     type: list
     elements: dict
     default: []
+    suboptions:
+      name:
+        description: The DaemonSet's name.
+        type: str
+      container:
+        description: The container the migration owns.
+        type: str
+      subject_prefix:
+        description: The subject prefix the collector publishes under (its gate reads it).
+        type: str
   mode_env:
     description: The output-mode env var.
     type: str
@@ -84,11 +104,21 @@ options:
     type: str
     default: direct
   state:
-    description:
-      - Where records live, C({configmap, dir, labels}); local records of namespace N go to
-        C(<dir>/N/<kind>-<name>.json).
+    description: Where records live; each key has its default when left out.
     type: dict
-    default: {}
+    suboptions:
+      configmap:
+        description: The state ConfigMap in O(namespace).
+        type: str
+        default: tapio-migration-state
+      dir:
+        description: Local records of namespace N go to C(<dir>/N/<kind>-<name>.json).
+        type: str
+        default: .artifacts/state
+      labels:
+        description: Labels of the state ConfigMap (any keys).
+        type: dict
+        default: {}
   stream:
     description: The events stream.
     type: str
@@ -113,6 +143,8 @@ options:
     description:
       - C(pipeline), C(collectors_*) - env entries set in the owned container, each C({name, value})
         or C({name, valueFrom}); every other entry is kept.
+      - These are module arguments, which Ansible prints at C(-vvv); a secret belongs in a
+        C(valueFrom.secretKeyRef), never in a literal C(value).
     type: list
     elements: dict
     default: []
@@ -122,13 +154,19 @@ options:
     default: NATS_SUBJECT_PREFIX
   workload_secrets:
     description:
-      - C(pipeline), C(collectors_*), C(preflight) - C({shared, prefix, inbox_env}) when each workload
-        has its own NATS user - every O(env) entry whose C(secretKeyRef) names the Secret C(shared) reads
-        C(<prefix><workload name>) instead, preflight requires those Secrets, and the env var
-        C(inbox_env) carries the workload's own inbox prefix (C(_INBOX_<workload name>)); empty, the
-        shared Secret as given.
+      - C(pipeline), C(collectors_*), C(preflight) - when each workload has its own NATS user. Without
+        O(workload_secrets.prefix), the shared Secret as given.
     type: dict
-    default: {}
+    suboptions:
+      shared:
+        description: The shared Secret; every O(env) entry whose C(secretKeyRef) names it reads the workload's own.
+        type: str
+      prefix:
+        description: The workload's own Secret is C(<prefix><workload name>); preflight requires each.
+        type: str
+      inbox_env:
+        description: Env var that carries the workload's own inbox prefix (C(_INBOX_<workload name>)).
+        type: str
   pod_annotations:
     description: C(collectors_*) - pod-template annotations per collector name, set when it switches.
     type: dict
@@ -157,16 +195,29 @@ options:
     default: true
   gate:
     description:
-      - C(collectors_batch), C(verify) - C(consumer_prefix) of the temporary gate consumers,
-        C(timeout) seconds without progress for the NATS gates, C(max_pending) the pipeline
-        consumer's backlog (pending plus awaiting ack) that passes at once, C(window) seconds
-        over which a larger backlog is judged by its trend.
-      - The consumer keeps up when its backlog is at most C(max_pending), or when over C(window)
-        its ack floor moved at least at the rate the stream grew and its backlog stayed bounded
-        (10% tolerance). Progress is the backlog reaching a new low, so a backlog that only
-        grows fails after C(timeout).
+      - C(collectors_batch), C(verify) - the NATS gates; each key has its default when left out.
+      - The consumer keeps up when its backlog is at most O(gate.max_pending), or when over
+        O(gate.window) its ack floor moved at least at the rate the stream grew and its backlog
+        stayed bounded (10% tolerance). Progress is the backlog reaching a new low, so a backlog
+        that only grows fails after O(gate.timeout).
     type: dict
-    default: {}
+    suboptions:
+      consumer_prefix:
+        description: Name prefix of the temporary gate consumers.
+        type: str
+        default: tapio-migration-gate-
+      timeout:
+        description: Seconds without progress for the NATS gates.
+        type: float
+        default: 60
+      max_pending:
+        description: The pipeline consumer's backlog (pending plus awaiting ack) that passes at once.
+        type: int
+        default: 1000
+      window:
+        description: Seconds over which a larger backlog is judged by its trend.
+        type: float
+        default: 10
   full_rollback:
     description: C(collectors_batch) - on a failed gate also return every other collector.
     type: bool
@@ -177,30 +228,74 @@ options:
     elements: dict
     default: []
   secret:
-    description: C(preflight) - C({name, keys}) of the credentials Secret to require; empty name skips.
+    description: C(preflight) - the credentials Secret to require.
     type: dict
-    default: {}
+    suboptions:
+      name:
+        description: Its name; empty skips the check.
+        type: str
+      keys:
+        description: The keys it must hold.
+        type: list
+        elements: str
+        default: []
   ca_secret:
     description:
-      - C(preflight) - C({name, key}) of the Secret holding the CA the pods trust for TLS to NATS
-        (the workloads' C(NATS_CA) env reads it by secretKeyRef); empty name skips.
+      - C(preflight) - the Secret holding the CA the pods trust for TLS to NATS (the workloads'
+        C(NATS_CA) env reads it by secretKeyRef).
     type: dict
-    default: {}
+    suboptions:
+      name:
+        description: Its name; empty skips the check.
+        type: str
+      key:
+        description: The key holding the CA.
+        type: str
+        default: ca.crt
   nats_install:
-    description: C(preflight) - C({enabled, namespace, name}) of the NATS StatefulSet this run installs.
+    description: C(preflight) - the NATS StatefulSet this run installs (its checks wait for it when absent).
     type: dict
-    default: {}
+    suboptions:
+      enabled:
+        description: Whether this run installs NATS.
+        type: bool
+        default: false
+      namespace:
+        description: The StatefulSet's namespace.
+        type: str
+      name:
+        description: The StatefulSet's name.
+        type: str
   fail_on_unsafe_strategy:
     description: C(preflight) - fail (not warn) on a pipeline strategy that could leave no ready pod.
     type: bool
     default: true
   probe:
-    description:
-      - C(probe) - C(definition) the Job to create, C(target) the C(host:port) it tests,
-        C(timeout) seconds to wait for it, C(fresh) delete an earlier Job first, C(required)
-        fail on a failed probe, C(simulated_node_annotation) the annotation of a kwok node.
+    description: C(probe) - the probe Job; O(probe.definition) and O(probe.target) are needed for that phase.
     type: dict
-    default: {}
+    suboptions:
+      definition:
+        description: The Job to create, a Kubernetes object (any keys the API takes).
+        type: dict
+      target:
+        description: The C(host:port) it tests.
+        type: str
+      timeout:
+        description: Seconds to wait for it.
+        type: float
+        default: 120
+      fresh:
+        description: Delete an earlier Job first.
+        type: bool
+        default: false
+      required:
+        description: Fail on a failed probe.
+        type: bool
+        default: true
+      simulated_node_annotation:
+        description: The annotation of a node simulated by kwok (its outcome is unproven, never a success).
+        type: str
+        default: ""
   expected_mode:
     description: C(verify) - output mode every workload must run in.
     type: str
@@ -232,13 +327,23 @@ options:
     default: 60
   lock:
     description:
-      - The run's Lease, C({name, holder, duration}) - C(name) of the coordination.k8s.io Lease in
-        O(namespace) (default C(tapio-nats-migration)); C(holder) this run's identity (C(lock)
-        makes one when empty); C(duration) its leaseDurationSeconds (default 900).
-      - With a C(holder), every phase renews the Lease first and fails, changing nothing, when
+      - The run's Lease; each key has its default when left out.
+      - With a O(lock.holder), every phase renews the Lease first and fails, changing nothing, when
         another run holds it.
     type: dict
-    default: {}
+    suboptions:
+      name:
+        description: The coordination.k8s.io Lease in O(namespace).
+        type: str
+        default: tapio-nats-migration
+      holder:
+        description: This run's identity (phase C(lock) makes one when empty).
+        type: str
+        default: ""
+      duration:
+        description: Its leaseDurationSeconds.
+        type: int
+        default: 900
 notes:
   - Check mode and diff mode are supported.
   - Runs where the host's connection runs it (the control node for the lab's local connection);
@@ -307,7 +412,9 @@ gated:
   type: list
   elements: str
 report:
-  description: C(report) - namespace, workloads (kind, name, env added/removed/changed, before, after), changed.
+  description:
+    - C(report) - namespace, workloads (kind, name, env added/removed/changed, before, after), changed.
+    - Literal env values are shown as C(<redacted sha256:...>).
   returned: phase report
   type: dict
 nats_snapshot:
@@ -331,7 +438,9 @@ message:
   returned: phase ledger
   type: str
 diff:
-  description: Per changed object, before and after (env of the owned container, or the whole record).
+  description:
+    - Per changed object, before and after (env of the owned container, or the whole record).
+    - Literal env values are shown as C(<redacted sha256:...>), the first 8 hex digits of their sha256.
   returned: diff mode, when something changes
   type: list
 """
@@ -352,19 +461,55 @@ from ansible.module_utils.tapio_workload import WorkloadError
 from ansible.module_utils.tapio_http import http_get
 from ansible.module_utils.basic import missing_required_lib
 
+
+def nested(options: dict[str, Any]) -> dict[str, Any]:
+    """A dict option whose keys are declared: Ansible refuses a misspelt one, and fills in the
+    defaults even when the option is left out (apply_defaults, a fresh dict on every call)."""
+    return {"type": "dict", "apply_defaults": True, "options": options}
+
+
+LOCK_OPTIONS: dict[str, Any] = {
+    "name": {"type": "str", "default": "tapio-nats-migration"},
+    "holder": {"type": "str", "default": ""},
+    "duration": {"type": "int", "default": 900},
+}
+STATE_OPTIONS: dict[str, Any] = {
+    "configmap": {"type": "str", "default": "tapio-migration-state"},
+    "dir": {"type": "str", "default": ".artifacts/state"},
+    "labels": {"type": "dict", "default": {}},
+}
+GATE_OPTIONS: dict[str, Any] = {
+    "consumer_prefix": {"type": "str", "default": "tapio-migration-gate-"},
+    "timeout": {"type": "float", "default": 60},
+    "max_pending": {"type": "int", "default": 1000},
+    "window": {"type": "float", "default": 10},
+}
+PROBE_OPTIONS: dict[str, Any] = {
+    "definition": {"type": "dict"},  # a Kubernetes Job, as the API takes it
+    "target": {"type": "str"},
+    "timeout": {"type": "float", "default": 120},
+    "fresh": {"type": "bool", "default": False},
+    "required": {"type": "bool", "default": True},
+    "simulated_node_annotation": {"type": "str", "default": ""},
+}
+# Not required here: check_targets names every incomplete workload in one message.
+WORKLOAD_OPTIONS: dict[str, Any] = {"name": {"type": "str"}, "container": {"type": "str"}}
+COLLECTOR_OPTIONS: dict[str, Any] = {**WORKLOAD_OPTIONS, "subject_prefix": {"type": "str"}}
+
 ARGUMENT_SPEC: dict[str, Any] = {
     "phase": {"type": "str", "required": True, "choices": [
         "preflight", "probe", "pipeline", "collectors_plan", "collectors_batch", "verify", "rollback", "report", "ledger",
         "requirements", "lock", "unlock"]},
-    "lock": {"type": "dict", "default": {}},
+    "lock": nested(LOCK_OPTIONS),
     **KUBE_CONNECTION_SPEC,
     "namespace": {"type": "str", "default": "tapio"},
-    "pipeline": {"type": "dict", "default": {"name": "tapio-pipeline", "container": "pipeline"}},
-    "collectors": {"type": "list", "elements": "dict", "default": []},
+    "pipeline": {"type": "dict", "default": {"name": "tapio-pipeline", "container": "pipeline"},
+                 "options": WORKLOAD_OPTIONS},
+    "collectors": {"type": "list", "elements": "dict", "default": [], "options": COLLECTOR_OPTIONS},
     "mode_env": {"type": "str", "default": "TAPIO_OUTPUT_MODE"},
     "nats_value": {"type": "str", "default": "nats"},
     "direct_value": {"type": "str", "default": "direct"},
-    "state": {"type": "dict", "default": {}},
+    "state": nested(STATE_OPTIONS),
     "stream": {"type": "str", "default": "TAPIO_EVENTS"},
     "consumer": {"type": "str", "default": "tapio-pipeline"},
     "nats_checks": {"type": "bool", "default": True},
@@ -372,21 +517,22 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "poll_interval": {"type": "float", "default": 2},
     "env": {"type": "list", "elements": "dict", "default": []},
     "subject_prefix_env": {"type": "str", "default": "NATS_SUBJECT_PREFIX"},
-    "workload_secrets": {"type": "dict", "default": {}},
+    "workload_secrets": nested({"shared": {"type": "str"}, "prefix": {"type": "str"}, "inbox_env": {"type": "str"}}),
     "pod_annotations": {"type": "dict", "default": {}},
     "container_overrides": {"type": "dict", "default": {}},
     "order": {"type": "list", "elements": "str", "default": []},
     "batch_size": {"type": "int", "default": 1},
     "batch": {"type": "list", "elements": "str", "default": []},
     "require_pipeline": {"type": "bool", "default": True},
-    "gate": {"type": "dict", "default": {}},
+    "gate": nested(GATE_OPTIONS),
     "full_rollback": {"type": "bool", "default": False},
     "permissions": {"type": "list", "elements": "dict", "default": []},
-    "secret": {"type": "dict", "default": {}},
-    "ca_secret": {"type": "dict", "default": {}},
-    "nats_install": {"type": "dict", "default": {}},
+    "secret": nested({"name": {"type": "str"}, "keys": {"type": "list", "elements": "str", "default": []}}),
+    "ca_secret": nested({"name": {"type": "str"}, "key": {"type": "str", "default": "ca.crt"}}),
+    "nats_install": nested({"enabled": {"type": "bool", "default": False}, "namespace": {"type": "str"},
+                            "name": {"type": "str"}}),
     "fail_on_unsafe_strategy": {"type": "bool", "default": True},
-    "probe": {"type": "dict", "default": {}},
+    "probe": nested(PROBE_OPTIONS),
     "expected_mode": {"type": "str", "default": "nats"},
     "rollback_mode": {"type": "str", "default": "switch", "choices": ["switch", "restore"]},
     "drain": {"type": "bool", "default": True},
@@ -394,10 +540,6 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "ledger_url": {"type": "str", "default": ""},
     "ledger_settle": {"type": "int", "default": 60},
 }
-
-LOCK_DEFAULTS = {"name": "tapio-nats-migration", "holder": "", "duration": 900}
-STATE_DEFAULTS = {"configmap": "tapio-migration-state", "dir": ".artifacts/state", "labels": {}}
-GATE_DEFAULTS = {"consumer_prefix": "tapio-migration-gate-", "timeout": 60, "max_pending": 1000, "window": 10}
 
 
 def read_ledger(url: str, settle: int) -> dict[str, Any]:
@@ -470,9 +612,6 @@ def run_lock_phase(module: Any, params: dict[str, Any], steps: list[str]) -> Non
 def main() -> None:
     module = nats_module(ARGUMENT_SPEC, supports_check_mode=True)
     params = dict(module.params)
-    params["state"] = {**STATE_DEFAULTS, **(params["state"] or {})}
-    params["gate"] = {**GATE_DEFAULTS, **(params["gate"] or {})}
-    params["lock"] = {**LOCK_DEFAULTS, **(params["lock"] or {})}
     phase = params["phase"]
     if phase == "ledger":
         if module.check_mode:

@@ -81,7 +81,7 @@ EXAMPLES = r"""
     url: "http://127.0.0.1:8787/timeline"
     since: "{{ now().timestamp() - 1800 }}"
     dest: "{{ report_dir }}/timeline.png"
-    mode: "0644"
+    mode: "0600"
   register: timeline
   delegate_to: localhost
 

@@ -48,6 +48,10 @@ options:
     type: dict
 notes:
   - Check mode is supported (the module never changes anything).
+  - Its options (O(workload), O(record)) and results (RV(env), RV(record), RV(patch),
+    RV(restore)) carry the workload's env values as they are, since the results are meant to
+    be applied or kept; Ansible prints the results at C(-v) and the options at C(-vvv). Set the
+    task's C(no_log) to true when the workload may hold a secret in a literal env value.
 """
 
 EXAMPLES = r"""

@@ -12,7 +12,8 @@ before the first real write: a refusal (an invalid object, an immutable field) s
 run with nothing applied.
 
 Server-side apply keeps no ``last-applied-configuration`` annotation, so a Secret's values
-are never copied into one; Secrets' values are redacted in diffs and results.
+are never copied into one; Secrets' values are redacted in diffs and results, and so are
+the literal env values of every other object's containers.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Optional
 
 from ansible.module_utils.tapio_kube import Kube, KubeError
+from ansible.module_utils.tapio_private import redacted_object
 
 APPLY_PATCH = "application/apply-patch+yaml"
 REDACTED = "<redacted>"
@@ -59,9 +61,11 @@ def comparable(obj: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
 
 def redacted(obj: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
     """A Secret with every value replaced (keys kept, so a diff still shows which changed);
-    other objects unchanged."""
-    if obj is None or obj.get("kind") != "Secret":
+    any other object with its containers' literal env values shown as a hash (tapio_private)."""
+    if obj is None:
         return obj
+    if obj.get("kind") != "Secret":
+        return redacted_object(obj)
     out = copy.deepcopy(obj)
     for field in ("data", "stringData"):
         if isinstance(out.get(field), dict):

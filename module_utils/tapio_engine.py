@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional
 from ansible.module_utils.tapio_kube import Kube, KubeError
 from ansible.module_utils.tapio_lease import new_holder
 from ansible.module_utils.tapio_nats import JetStreamApi, JetStreamApiError, NatsModuleError
+from ansible.module_utils.tapio_private import make_private_dir, write_private_file
 from ansible.module_utils.tapio_stream_health import (
     Sample, backlog_of, fullness, fullness_problem, keeps_up, parse_time, sample_of)
 from ansible.module_utils.tapio_workload import (
@@ -169,6 +170,9 @@ class Engine:
         """Record each target's spec before the migration changes it (ConfigMap and local file);
         an existing record is never overwritten, a migrated spec never recorded."""
         plan = self.load_records(targets, live)
+        # Records an earlier version wrote sit in a 0755 directory: closed before anything is added.
+        if not self.check and os.path.isdir(self.state_dir()) and make_private_dir(self.state_dir()):
+            self.log(f"made {self.state_dir()} private (mode 0700): its records hold the workloads' env values")
         unrecordable = [name for name, entry in plan.items() if entry["source"] == "none"]
         if unrecordable:
             raise EngineError(
@@ -211,16 +215,16 @@ class Engine:
                 "data": missing})
 
     def write_file(self, target: Target, text: str, name: str = "") -> None:
+        """A local record (or its provenance): 0600 in a 0700 directory, since a record holds
+        the workload's literal env values as they are."""
         path = os.path.join(self.state_dir(), name or record_file(target.kind, target.name))
         self.changed = True
         if self.check:
             return
-        os.makedirs(self.state_dir(), mode=0o755, exist_ok=True)
+        make_private_dir(self.state_dir())
         if name and os.path.exists(path):  # provenance beside a record file written by an interrupted run
             return
-        with open(path, "x", encoding="utf-8") as handle:
-            handle.write(text + "\n")
-        os.chmod(path, 0o644)
+        write_private_file(path, text + "\n")
 
     # -- changes --------------------------------------------------------------------------
     def apply_patch(self, target: Target, live: dict[str, Any], patch: dict[str, Any], env: list[dict[str, Any]]) -> None:
@@ -729,7 +733,7 @@ class Engine:
             kind, workload = entry["target"].kind, entry["target"].name
             for file_name in (record_file(kind, workload), provenance_file(kind, workload)):
                 if os.path.exists(os.path.join(self.state_dir(), file_name)):
-                    os.makedirs(retired_dir, mode=0o755, exist_ok=True)
+                    make_private_dir(retired_dir)
                     os.replace(os.path.join(self.state_dir(), file_name), os.path.join(retired_dir, file_name))
         self.log(f"retired the records of {', '.join(e['target'].label for e in entries)} (the next migration "
                  "records the specs as they are then)")

@@ -94,7 +94,8 @@ _SOURCE_FIELDS = (
     _sub("opt_start_seq", INT, (2, 2, 0), "First sequence to copy.", 0),
     _sub("opt_start_time", TIME, (2, 2, 0), "First time to copy from (RFC 3339)."),
     _sub("filter_subject", STR, (2, 2, 0), "Copy only this subject.", ""),
-    _sub("subject_transforms", TRANSFORMS, (2, 10, 0), "Filter and rewrite subjects while copying.", []),
+    _sub("subject_transforms", TRANSFORMS, (2, 10, 0), "Filter and rewrite subjects while copying.", [],
+         sub=_TRANSFORM),
     _sub("external", DICT, (2, 2, 0), "Source in another JetStream domain or account.", {}, sub=(
         _sub("api", STR, (2, 2, 0), "API prefix, for a domain C($JS.<domain>.API).", ""),
         _sub("deliver", STR, (2, 2, 0), "Delivery prefix.", ""),

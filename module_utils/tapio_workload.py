@@ -8,6 +8,8 @@ hands the objects to these functions, which the unit tests call directly. Covere
 the env merge and its strategic-merge patch, records (what is kept of an object, which
 record is authoritative, whether a record is itself a migrated spec), restore definitions,
 rollout progress, percentage and quantity maths, collector batches and the report diff.
+What is shown (diffs, the report) has literal env values redacted (tapio_private); records
+and patches keep them.
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ import json
 import math
 import re
 from typing import Any, Optional
+
+from ansible.module_utils.tapio_private import redacted_env, redacted_object
 
 # Server-managed metadata that a record must not carry (it would make a restore conflict).
 SERVER_METADATA = ("managedFields", "resourceVersion", "uid", "generation", "creationTimestamp", "selfLink")
@@ -54,7 +58,7 @@ def env_value(env: list[dict[str, Any]], name: str) -> Optional[str]:
 
 def validate_entry(entry: dict[str, Any]) -> None:
     if not entry.get("name"):
-        raise WorkloadError(f"env entry without a name: {entry!r}")
+        raise WorkloadError(f"env entry without a name: {redacted_env([entry])[0]!r}")
     if "value" in entry and entry.get("valueFrom") is not None:
         raise WorkloadError(f"env entry {entry['name']} sets both value and valueFrom")
 
@@ -387,16 +391,20 @@ def switch_patch(live: dict[str, Any], container: str, env: list[dict[str, Any]]
 
 
 def env_diff(live: dict[str, Any], container: str, env: list[dict[str, Any]]) -> dict[str, Any]:
-    """--diff entry for an env change: the container's env before and after."""
+    """--diff entry for an env change: the container's env before and after, literal values
+    redacted (a changed value shows as a changed hash)."""
     current = find_container(live, container).get("env") or []
     meta = live.get("metadata") or {}
     header = f"{live.get('kind')} {meta.get('namespace')}/{meta.get('name')} container {container} env"
-    return {"before": record_text(current) + "\n", "after": record_text(merge_env(current, env)) + "\n",
+    return {"before": record_text(redacted_env(current)) + "\n",
+            "after": record_text(redacted_env(merge_env(current, env))) + "\n",
             "before_header": header, "after_header": header}
 
 
 def object_diff(before: dict[str, Any], after: dict[str, Any], header: str) -> dict[str, Any]:
-    return {"before": record_text(before) + "\n", "after": record_text(after) + "\n",
+    """--diff entry for a whole object (a restore), literal env values redacted."""
+    return {"before": record_text(redacted_object(before)) + "\n",
+            "after": record_text(redacted_object(after)) + "\n",
             "before_header": header, "after_header": header}
 
 
@@ -518,7 +526,9 @@ def access_review(need: dict[str, str]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------
 def report_entry(kind: str, name: str, container: str, source: str, record: dict[str, Any],
                  live: dict[str, Any], mode_env: str, provenance: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-    """What the migration changed in one workload, from its record (before) and the live object."""
+    """What the migration changed in one workload, from its record (before) and the live object.
+    Compared on the real values, shown with literal env values redacted (the report is written
+    to files and printed)."""
     after = record_of(live)
     restore_needed, _, _ = restore_of(live, record)
 
@@ -542,15 +552,15 @@ def report_entry(kind: str, name: str, container: str, source: str, record: dict
         "output_mode": output_mode_of(live, container, mode_env), "record_source": source,
         "record_provenance": provenance or None,
         "changed_from_record": restore_needed,
-        "env_added": [e for e in after_env if e.get("name") not in before_names],
-        "env_removed": [e for e in before_env if e.get("name") not in after_names],
-        "env_changed": [e for e in after_env if e.get("name") in before_names and e not in before_env],
+        "env_added": redacted_env([e for e in after_env if e.get("name") not in before_names]),
+        "env_removed": redacted_env([e for e in before_env if e.get("name") not in after_names]),
+        "env_changed": redacted_env([e for e in after_env if e.get("name") in before_names and e not in before_env]),
         "template_annotations_before": (template(record).get("metadata") or {}).get("annotations") or {},
         "template_annotations_after": (template(after).get("metadata") or {}).get("annotations") or {},
         "other_containers_unchanged": others(record) == others(after),
         "volumes_unchanged": ((template(record).get("spec") or {}).get("volumes") or [])
         == ((template(after).get("spec") or {}).get("volumes") or []),
-        "before": record, "after": after,
+        "before": redacted_object(record), "after": redacted_object(after),
     }
 
 

@@ -47,9 +47,9 @@ MODULE_UTILS_DIR = REPO_ROOT / "module_utils"
 # exactly as a module process would see them.
 PROJECT_MODULE_UTILS = (
     "tapio_http", "tapio_nats_config", "tapio_nats", "tapio_nats_probe", "tapio_nats_health", "tapio_kube",
-    "tapio_inputs", "tapio_kube_forward", "tapio_nats_session", "tapio_workload", "tapio_stream_health",
-    "tapio_lease", "tapio_engine", "tapio_timeline", "tapio_apply", "tapio_jetstream_fields", "tapio_jetstream",
-    "tapio_jetstream_buckets", "tapio_jetstream_drift",
+    "tapio_inputs", "tapio_kube_forward", "tapio_nats_session", "tapio_private", "tapio_workload",
+    "tapio_stream_health", "tapio_lease", "tapio_engine", "tapio_timeline", "tapio_apply", "tapio_jetstream_fields",
+    "tapio_jetstream", "tapio_jetstream_buckets", "tapio_jetstream_drift",
 )
 # Present in sys.modules once _freeze_before_forks has registered its fork hook.
 FORK_HOOK_MARK = "tapio_in_process_library.freeze_before_forks"

@@ -47,6 +47,18 @@ def test_desired_config_normalises_units_and_drops_unset():
                         "opt_start_time": "2026-01-01T00:00:00Z", "max_bytes": 1024 ** 2}
 
 
+def test_a_sources_subject_transforms_reach_the_wire_and_are_declared():
+    """Each transform's src and dest are sub-fields: without them every transform was sent as {}."""
+    transforms = [{"src": "a.>", "dest": "b.>"}]
+    params = {"name": "S", "sources": [{"name": "A", "subject_transforms": transforms}],
+              "mirror": {"name": "M", "subject_transforms": transforms}}
+    config = fields.desired_stream_config(params)
+    assert config["sources"][0]["subject_transforms"] == transforms == config["mirror"]["subject_transforms"]
+    spec = fields.argument_spec(fields.STREAM_FIELDS)
+    assert spec["sources"]["options"]["subject_transforms"]["options"] == {"src": {"type": "str"},
+                                                                             "dest": {"type": "str"}}
+
+
 @pytest.mark.parametrize(("kind", "name", "message"), [
     ("stream", "a.b", "'.'"), ("stream", "a b", "' '"), ("stream", "a*", "'*'"), ("stream", "a>", "'>'"),
     ("stream", "", "must not be empty"), ("consumer", "a/b", "'/'"), ("consumer", "a\\b", "'\\\\'"),

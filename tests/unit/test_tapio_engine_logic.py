@@ -15,6 +15,7 @@ for _name in ("tapio_nats_config", "tapio_nats", "tapio_kube", "tapio_nats_sessi
     load_module_utils(_name)
 tw = load_module_utils("tapio_workload")
 engine = load_module_utils("tapio_engine")
+private = load_module_utils("tapio_private")
 
 
 def daemonset(mode: str | None = None, **status: int) -> dict:
@@ -91,7 +92,9 @@ def test_deep_merge_merges_dicts_and_replaces_lists() -> None:
 
 def test_env_diff_shows_the_container_env_before_and_after() -> None:
     diff = tw.env_diff(daemonset(), "k8s-collector", NATS_ENV)
-    assert '"value": "nats"' in diff["after"] and '"value": "nats"' not in diff["before"]
+    nats = f'"value": "{private.redacted_value("nats")}"'  # values shown as their hash only
+    assert nats in diff["after"] and nats not in diff["before"]
+    assert '"name": "TAPIO_OUTPUT_MODE"' in diff["after"] and '"nats"' not in diff["after"]
     assert diff["before_header"] == "DaemonSet tapio/tapio-k8s-collector container k8s-collector env"
 
 
@@ -250,7 +253,7 @@ def test_report_entry_lists_what_the_migration_changed() -> None:
                             "TAPIO_OUTPUT_MODE")
     assert entry["output_mode"] == "nats" and entry["changed_from_record"]
     assert [e["name"] for e in entry["env_added"]] == ["TAPIO_OUTPUT_MODE", "NATS_URL"]
-    assert entry["env_changed"] == [{"name": "TAPIO_SERVER_ADDRESS", "value": "changed"}]
+    assert entry["env_changed"] == [{"name": "TAPIO_SERVER_ADDRESS", "value": private.redacted_value("changed")}]
     assert entry["env_removed"] == []
     assert entry["other_containers_unchanged"] and entry["volumes_unchanged"]
     same = tw.report_entry("DaemonSet", "x", "k8s-collector", "live", record, daemonset(), "TAPIO_OUTPUT_MODE")

@@ -33,7 +33,9 @@ def test_writes_creates_the_directory_and_reports_a_change(tmp_path: Path) -> No
     dest = tmp_path / "report" / "tapio"
     result = run({"dest": str(dest), "files": [{"name": "report.json", "content": "{}\n"}]})
     assert result["changed"] is True and (dest / "report.json").read_text() == "{}\n"
-    assert oct((dest / "report.json").stat().st_mode & 0o777) == "0o644"
+    # A report may describe workloads holding secrets: the owner's only, every directory made for it too.
+    assert oct((dest / "report.json").stat().st_mode & 0o777) == "0o600"
+    assert [oct(path.stat().st_mode & 0o777) for path in (tmp_path / "report", dest)] == ["0o700", "0o700"]
     assert result["diff"][0]["after"] == "{}\n"
 
 
@@ -72,6 +74,12 @@ def test_bad_entries_fail_before_anything_is_written(tmp_path: Path, entry: dict
     result = run({"dest": str(tmp_path), "files": [{"name": "ok", "content": "x"}, entry]})
     assert result.get("failed") and problem in result["msg"] and "Nothing was written" in result["msg"]
     assert not (tmp_path / "ok").exists()
+
+
+def test_a_misspelt_key_of_an_entry_is_refused(tmp_path: Path) -> None:
+    result = run({"dest": str(tmp_path), "files": [{"name": "snap.json", "content": "1", "observaton": True}]})
+    assert result.get("failed") and "observaton" in result["msg"] and "Unsupported parameters" in result["msg"]
+    assert not (tmp_path / "snap.json").exists()
 
 
 def test_a_warning_comes_back_in_the_result_not_on_the_terminal(capsys: pytest.CaptureFixture[str]) -> None:
