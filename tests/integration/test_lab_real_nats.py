@@ -8,9 +8,12 @@ resolve ``tapio_nats_url`` through the cluster DNS (CoreDNS) to the client Servi
 
 - A nats-server container killed during the collectors phase is restarted by its kubelet and
   the migration completes; the re-run changes nothing.
-- A rolling restart of the StatefulSet (a changed nats.conf) while the simulator publishes:
-  each server enters lame duck before it stops (its own log, followed through the kubelet),
-  and no event is lost.
+- A new route password, client TLS turned on and a renewed certificate are reloaded by every
+  server (nats_server_reload, as the system user) with no container restarted; the system
+  user runs `nats server report jetstream`.
+- A rotated password of the toolkit's user rolls the StatefulSet while the simulator
+  publishes: each server enters lame duck before it stops (its own log, followed through the
+  kubelet), and no event is lost.
 - A whole real node stopped during the collectors phase (its containers killed, its kubelet
   and containerd stopped): the cutover completes, and verify fails only on NATS redundancy,
   with a message that names the missing server and the next step.
@@ -29,9 +32,12 @@ The module resets the lab before and after: the lab's namespace is what molecule
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
+import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -45,6 +51,7 @@ from kubernetes import client, config
 from conftest import PORT_OFFSET, REPO_ROOT, VENV_BIN, KubeLab
 from migration_lab import Run
 from module_utils_loader import load_module_utils
+from nats_support import natscli_path
 from test_migration_nats_node_loss import get_json
 
 pytestmark = pytest.mark.integration
@@ -289,6 +296,110 @@ def test_the_pod_spec_holds_in_the_running_server(cluster: Cluster) -> None:
         assert "ro" in root[5].split(","), (pod.name, root)  # readOnlyRootFilesystem
 
 
+def secret_value(cluster: Cluster, name: str, key: str) -> str:
+    return base64.b64decode(cluster.core.read_namespaced_secret(name, NAMESPACE).data[key]).decode()
+
+
+def issue_certificate(directory: Path, serial: int) -> dict[str, str]:
+    """A CA (made once per directory) and a server certificate with *serial* from it, as the
+    data of a kubernetes.io/tls Secret."""
+    ca_key, ca_crt = directory / "ca.key", directory / "ca.crt"
+    if not ca_crt.exists():
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-keyout",
+                        str(ca_key), "-out", str(ca_crt), "-subj", "/CN=tapio-lab-test-ca"], check=True,
+                       capture_output=True, timeout=60)
+    key, csr, crt = directory / f"{serial}.key", directory / f"{serial}.csr", directory / f"{serial}.crt"
+    subprocess.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
+                    "-subj", f"/CN={STATEFULSET}.{NAMESPACE}.svc"], check=True, capture_output=True, timeout=60)
+    subprocess.run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
+                    "-set_serial", str(serial), "-days", "1", "-out", str(crt)], check=True, capture_output=True,
+                   timeout=60)
+    return {"tls.crt": crt.read_text(), "tls.key": key.read_text(), "ca.crt": ca_crt.read_text()}
+
+
+def put_tls_secret(cluster: Cluster, data: dict[str, str]) -> None:
+    """What cert-manager does on a renewal: the same Secret, new content."""
+    body = client.V1Secret(metadata=client.V1ObjectMeta(name=f"{STATEFULSET}-tls"), type="kubernetes.io/tls",
+                           string_data=data)
+    try:
+        cluster.core.replace_namespaced_secret(f"{STATEFULSET}-tls", NAMESPACE, body)
+    except client.exceptions.ApiException as error:
+        if error.status != 404:
+            raise
+        cluster.core.create_namespaced_secret(NAMESPACE, body)
+
+
+def served_serial(pod: NatsPod, ca_file: Path) -> int:
+    """The serial of the certificate the pod's nats-server presents, as a client sees it: the
+    INFO line in clear, then the TLS handshake (checked against the test's CA)."""
+    context = ssl.create_default_context(cafile=str(ca_file))
+    context.check_hostname = False
+    with socket.create_connection((pod.ip, 4222), timeout=10) as raw:
+        assert raw.recv(4096).startswith(b"INFO "), pod.name
+        with context.wrap_socket(raw) as tls:
+            der = tls.getpeercert(binary_form=True)
+    text = subprocess.run(["openssl", "x509", "-inform", "DER", "-noout", "-serial"], input=der,
+                          capture_output=True, check=True, timeout=30).stdout.decode()
+    return int(text.strip().split("=", 1)[1], 16)
+
+
+def revisions(cluster: Cluster) -> set[str]:
+    return {((p.monitor("/varz") or (0, {}))[1].get("metadata") or {}).get("tapio.io/config-revision", "")
+            for p in cluster.pods()}
+
+
+def unchanged(before: dict[str, NatsPod], cluster: Cluster) -> None:
+    """Every server is the same process it was: same container, no restart."""
+    after = {p.name: p for p in cluster.pods()}
+    assert {n: (p.container_id, p.restarts) for n, p in after.items()} == \
+        {n: (p.container_id, p.restarts) for n, p in before.items()}, (before, after)
+
+
+def test_routes_password_and_certificates_are_reloaded_without_a_restart(cluster: Cluster, tmp_path: Path) -> None:
+    """Reloads (nats_server_reload, as the system user): a new route password, TLS turned on
+    and a renewed certificate each reach every server with no container restarted; the
+    system user also runs `nats server report jetstream`; Tapio's events keep flowing."""
+    if not cluster.pods():  # run on its own: the module's earlier tests migrated the lab
+        migrated = playbook("migrate.yml")
+        assert migrated.rc == 0, migrated.explain()
+    wait_for("NATS healthy", cluster.healthy)
+    before = {p.name: p for p in cluster.pods()}
+    service = cluster.core.read_namespaced_service(STATEFULSET, NAMESPACE).spec.cluster_ip
+    system = ["--server", f"nats://{service}:4222", "--user", "system", "--password",
+              secret_value(cluster, f"{STATEFULSET}-system", "NATS_PASSWORD")]
+    report = subprocess.run([str(natscli_path()), *system, "server", "report", "jetstream"], capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert report.returncode == 0, report.stdout + report.stderr
+    assert all(f"{STATEFULSET}-{i}" in report.stdout for i in range(3)), report.stdout
+
+    old_route = secret_value(cluster, f"{STATEFULSET}-routes", "password")
+    routes = playbook("playbooks/nats.yml", "-e", "tapio_nats_route_password=lab-route-password-2")
+    assert routes.rc == 0, routes.explain()
+    assert secret_value(cluster, f"{STATEFULSET}-routes", "password") == "lab-route-password-2" != old_route
+    assert len(revisions(cluster)) == 1
+    unchanged(before, cluster)
+    wait_for("NATS healthy on the new route password", cluster.healthy)
+
+    tls = ["-e", "nats_cluster_tls_enabled=true",
+           "-e", "tapio_nats_route_password=lab-route-password-2"]
+    put_tls_secret(cluster, issue_certificate(tmp_path, serial=1001))
+    on = playbook("playbooks/nats.yml", *tls)
+    assert on.rc == 0, on.explain()
+    assert {served_serial(p, tmp_path / "ca.crt") for p in cluster.pods()} == {1001}
+    put_tls_secret(cluster, issue_certificate(tmp_path, serial=1002))
+    renewed = playbook("playbooks/nats.yml", *tls)
+    assert renewed.rc == 0 and renewed.changed >= 1, renewed.explain()
+    assert {served_serial(p, tmp_path / "ca.crt") for p in cluster.pods()} == {1002}
+    unchanged(before, cluster)
+
+    off = playbook("playbooks/nats.yml", "-e", "tapio_nats_route_password=lab-route-password-2")
+    assert off.rc == 0, off.explain()
+    unchanged(before, cluster)
+    wait_for("NATS healthy after the reloads", cluster.healthy)
+    ledger = settled_ledger()
+    assert lost(ledger) == {}, json.dumps(ledger.get("sources"), indent=1)
+
+
 def follow_logs(kube: KubeLab, pod: str, sink: list[str]) -> subprocess.Popen:
     """`kubectl logs -f` of the pod's nats container (through the API server and its kubelet),
     one line at a time into *sink*, until the container stops."""
@@ -305,14 +416,19 @@ def follow_logs(kube: KubeLab, pod: str, sink: list[str]) -> subprocess.Popen:
     return proc
 
 
-def test_a_rolling_restart_goes_through_lame_duck_and_loses_nothing(cluster: Cluster, kube_lab: KubeLab) -> None:
+def test_a_password_rotation_rolls_the_servers_through_lame_duck_and_loses_nothing(
+        cluster: Cluster, kube_lab: KubeLab) -> None:
     before = {p.name: p for p in cluster.pods()}
     logs: dict[str, list[str]] = {name: [] for name in before}
     followers = [follow_logs(kube_lab, name, logs[name]) for name in before]
     try:
-        # A nats.conf change (the lame duck's grace period) rolls the StatefulSet, one pod at a time.
-        rolled = playbook("playbooks/nats.yml", "-e", "nats_cluster_lame_duck_grace_period_seconds=11")
+        # A new password of the toolkit's user: the servers read it from their environment, so
+        # the StatefulSet rolls (its checksum of the passwords), one pod at a time; Tapio's
+        # workloads, each with a user of its own, reconnect to the servers still up.
+        rotated = "tapio-lab-secret-rotated"
+        rolled = playbook("playbooks/nats.yml", "-e", f"tapio_nats_password={rotated}")
         assert rolled.rc == 0, rolled.explain()
+        assert secret_value(cluster, f"{STATEFULSET}-auth", "NATS_PASSWORD") == rotated
     finally:
         for follower in followers:
             try:

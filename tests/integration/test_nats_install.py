@@ -303,10 +303,19 @@ def test_deploy_creates_the_recommended_statefulset(api: client.ApiClient, deplo
     env = {e.name: e for e in nats.env}
     assert env["POD_NAME"].value_from.field_ref.field_path == "metadata.name"
     assert env["NATS_PASSWORD"].value_from.secret_key_ref.name == f"{NAME}-auth"
-    # Routes authenticate; their password comes from a Secret of its own, never in the spec.
-    assert env["NATS_ROUTE_PASSWORD"].value_from.secret_key_ref.name == f"{NAME}-routes"
-    assert env["NATS_ROUTE_CONF_PASSWORD"].value_from.secret_key_ref.key == "conf_password"
-    assert env["NATS_ROUTE_2"].value == f"nats://route:$(NATS_ROUTE_PASSWORD)@{NAME}-2.{NAME}-headless.{NS}.svc:6222"
+    assert env["NATS_SYSTEM_PASSWORD"].value_from.secret_key_ref.name == f"{NAME}-system"
+    # Routes authenticate; their credentials are in routes.conf (a Secret), projected with
+    # nats.conf and the TLS files into one volume (swapped together), never in the env.
+    assert not [name for name in env if name.startswith("NATS_ROUTE")]
+    [config_volume] = [v for v in pod.volumes if v.name == "config"]
+    sources = config_volume.projected.sources
+    assert sources[0].config_map.name == f"{NAME}-config"
+    assert sources[1].secret.name == f"{NAME}-routes"
+    assert [i.key for i in sources[1].secret.items] == ["routes.conf", "revision.conf"]
+    assert sources[2].secret.name == f"{NAME}-tls" and sources[2].secret.optional is True
+    # The pods roll for what nats-server cannot reload, and never carry a value for it.
+    annotations = sts.spec.template.metadata.annotations
+    assert set(annotations) == {"checksum/config", "checksum/secrets"}
     [vct] = sts.spec.volume_claim_templates
     assert vct.spec.resources.requests["storage"] == "10Gi"
     assert vct.spec.storage_class_name == "standard"
@@ -349,18 +358,28 @@ def test_nats_conf_in_the_configmap_is_accepted_by_nats_server(api: client.ApiCl
     conf = core.read_namespaced_config_map(f"{NAME}-config", NS).data["nats.conf"]
     secret = core.read_namespaced_secret(f"{NAME}-auth", NS)
     assert "tapio-lab-secret" not in conf
-    assert "password: $NATS_PASSWORD" in conf
-    assert "password: $NATS_ROUTE_CONF_PASSWORD" in conf and "$NATS_ROUTE_2" in conf
+    assert "password: $NATS_PASSWORD" in conf and "password: $NATS_SYSTEM_PASSWORD" in conf
+    assert 'include "routes.conf"' in conf and 'include "revision.conf"' in conf
     # JetStream file store sized from the 10Gi claim (90 %), memory store 512Mi.
     assert f"max_file_store: {10 * 2**30 * 90 // 100}" in conf
     assert f"max_memory_store: {512 * 2**20}" in conf
+    # The config volume as the kubelet writes it: nats.conf and the routes Secret's files.
     path = tmp_path / "nats.conf"
     path.write_text(conf)
-    # As the kubelet starts the pod: POD_NAME from the downward API, each secretKeyRef from its
-    # Secret, and $(NAME) in a value expanded from the entries before it.
+    routes = core.read_namespaced_secret(f"{NAME}-routes", NS).data
+    for key in ("routes.conf", "revision.conf"):
+        (tmp_path / key).write_text(base64.b64decode(routes[key]).decode())
+    route_password = base64.b64decode(routes["password"]).decode()
     password = base64.b64decode(secret.data["NATS_PASSWORD"]).decode()
-    route_password = base64.b64decode(core.read_namespaced_secret(f"{NAME}-routes", NS).data["password"]).decode()
-    assert route_password not in conf and route_password != password
+    system_password = base64.b64decode(core.read_namespaced_secret(f"{NAME}-system", NS).data["NATS_PASSWORD"]).decode()
+    # Independent and random (32 letters and digits) on the first install; none in the ConfigMap.
+    assert len({route_password, system_password, password}) == 3
+    assert re.fullmatch(r"[A-Za-z0-9]{32}", route_password) and re.fullmatch(r"[A-Za-z0-9]{32}", system_password)
+    assert route_password not in conf and system_password not in conf
+    routes_conf = (tmp_path / "routes.conf").read_text()
+    assert f"nats://route:{route_password}@{NAME}-1.{NAME}-headless.{NS}.svc:6222" in routes_conf
+    assert re.search(r'"tapio.io/config-revision": "[0-9a-f]{16}"', (tmp_path / "revision.conf").read_text())
+    # As the kubelet starts the pod: POD_NAME from the downward API, each secretKeyRef from its Secret.
     sts = client.AppsV1Api(api).read_namespaced_stateful_set(NAME, NS)
     nats = next(c for c in sts.spec.template.spec.containers if c.name == "nats")
     env = {"PATH": os.environ["PATH"]}
@@ -371,29 +390,26 @@ def test_nats_conf_in_the_configmap_is_accepted_by_nats_server(api: client.ApiCl
             ref = entry.value_from.secret_key_ref
             env[entry.name] = base64.b64decode(core.read_namespaced_secret(ref.name, NS).data[ref.key]).decode()
         else:
-            assert route_password not in entry.value and password not in entry.value, entry.name
-            env[entry.name] = re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], entry.value)
+            assert password not in entry.value and system_password not in entry.value, entry.name
+            env[entry.name] = entry.value
     # nats-server reads the password as a config value: the pods get it quoted (the lab's ebpf
     # collector's password has spaces and quotes in it, and starts with digits).
-    assert env["NATS_PASSWORD"] == json.dumps(password) and env["NATS_ROUTE_PASSWORD"] == route_password
-    assert env["NATS_ROUTE_CONF_PASSWORD"] == json.dumps(route_password)
+    assert env["NATS_PASSWORD"] == json.dumps(password) and env["NATS_SYSTEM_PASSWORD"] == json.dumps(system_password)
     assert '"' in env["NATS_PASSWORD_TAPIO_EBPF_COLLECTOR"] and " " in env["NATS_PASSWORD_TAPIO_EBPF_COLLECTOR"]
-    assert env["NATS_ROUTE_1"] == f"nats://route:{route_password}@{NAME}-1.{NAME}-headless.{NS}.svc:6222"
     ok = subprocess.run([str(NATS_SERVER), "-t", "-c", str(path)], env=env, capture_output=True, text=True,
                         check=False)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    # A route password nats-server would lex as a number or a boolean is read as text, quoted.
+    # A route password nats-server would lex as a number or a boolean is written quoted.
     for plain in ("123456", "on"):
-        numeric = {**env, "NATS_ROUTE_PASSWORD": plain, "NATS_ROUTE_CONF_PASSWORD": json.dumps(plain)}
-        numeric.update({name: value.replace(route_password, plain) for name, value in env.items()
-                        if name.startswith("NATS_ROUTE_") and name[len("NATS_ROUTE_"):].isdigit()})
-        quoted = subprocess.run([str(NATS_SERVER), "-t", "-c", str(path)], env=numeric, capture_output=True,
+        (tmp_path / "routes.conf").write_text(routes_conf.replace(route_password, plain))
+        quoted = subprocess.run([str(NATS_SERVER), "-t", "-c", str(path)], env=env, capture_output=True,
                                 text=True, check=False)
         assert quoted.returncode == 0, plain + quoted.stdout + quoted.stderr
-        unquoted = subprocess.run([str(NATS_SERVER), "-t", "-c", str(path)],
-                                  env={**numeric, "NATS_ROUTE_CONF_PASSWORD": plain}, capture_output=True,
+        (tmp_path / "routes.conf").write_text(routes_conf.replace(f'"{route_password}"', plain))
+        unquoted = subprocess.run([str(NATS_SERVER), "-t", "-c", str(path)], env=env, capture_output=True,
                                   text=True, check=False)
-        assert "interface conversion" in unquoted.stdout + unquoted.stderr, plain  # why it is quoted
+        assert unquoted.returncode != 0, plain  # why it is quoted
+    (tmp_path / "routes.conf").write_text(routes_conf)
     # The env references are real: without them the server refuses the file.
     missing = subprocess.run([str(NATS_SERVER), "-t", "-c", str(path)], env={"PATH": os.environ["PATH"]},
                              capture_output=True, text=True, check=False)
@@ -416,18 +432,19 @@ def test_nats_conf_with_tls_and_without_jetstream_is_accepted_by_nats_server(tmp
                    check=True, capture_output=True)
     variants = {
         "tls": {"nats_cluster_tls_enabled": True, "nats_cluster_tls_verify": True,
-                "nats_cluster_route_tls_enabled": True, "nats_cluster_tls_mount_path": str(certs)},
+                "nats_cluster_route_tls_enabled": True, "nats_cluster_config_dir": str(certs)},
         "core": {"nats_cluster_jetstream_enabled": False, "nats_cluster_auth_enabled": False},
     }
     for name, settings in variants.items():
         dest = tmp_path / f"{name}.conf"
         run = playbook(HERE / "render_conf.yml", extra={**settings, "render_conf_dest": str(dest)})
         assert run.rc == 0, run.out[-3000:]
-        # Every $NAME the file reads, as the pod's env would set it (routes as route URLs).
+        # The Secret's files it includes, and every $NAME it reads as the pod's env sets it.
+        (tmp_path / "routes.conf").write_text('authorization { user: "route", password: "x" }\n'
+                                              f'routes: ["nats://route:x@{NAME}-0.{NAME}-headless:6222"]\n')
+        (tmp_path / "revision.conf").write_text('server_metadata { "tapio.io/config-revision": "0" }\n')
         env = {"PATH": os.environ["PATH"]}
-        env.update({var: (f"nats://route:x@{NAME}-{var[11:]}.{NAME}-headless:6222" if re.fullmatch(r"NATS_ROUTE_\d+", var)
-                          else f"{NAME}-1")
-                    for var in re.findall(r"\$([A-Z][A-Z0-9_]*)", dest.read_text())})
+        env.update({var: f"{NAME}-1" for var in re.findall(r"\$([A-Z][A-Z0-9_]*)", dest.read_text())})
         check = subprocess.run([str(NATS_SERVER), "-t", "-c", str(dest)], env=env, capture_output=True, text=True,
                                check=False)
         assert check.returncode == 0, f"{name}: {check.stdout}{check.stderr}\n{dest.read_text()}"
