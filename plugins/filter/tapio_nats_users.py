@@ -48,11 +48,13 @@ def inbox_prefix(name: str) -> str:
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def passwords_with_control_characters(password: Any, component_passwords: Optional[dict[str, Any]] = None) -> list[str]:
+def passwords_with_control_characters(passwords: Any, component_passwords: Optional[dict[str, Any]] = None) -> list[str]:
     """The inventory names of the passwords holding a control character (a newline or tab from
-    a vault file): ``tapio_nats_password`` and ``tapio_nats_component_passwords[<workload>]``.
-    Only the names leave the template: the boilerplate's input check gets them, never a value."""
-    found = ["tapio_nats_password"] if isinstance(password, str) and CONTROL_CHARACTERS.search(password) else []
+    a vault file): *passwords* is ``{inventory name: value}`` (a plain string is
+    ``tapio_nats_password``), then ``tapio_nats_component_passwords[<workload>]``. Only the
+    names leave the template: the boilerplate's input check gets them, never a value."""
+    named = passwords if isinstance(passwords, dict) else {"tapio_nats_password": passwords}
+    found = [name for name, value in named.items() if isinstance(value, str) and CONTROL_CHARACTERS.search(value)]
     return found + [f"tapio_nats_component_passwords[{name}]" for name, value in (component_passwords or {}).items()
                     if isinstance(value, str) and CONTROL_CHARACTERS.search(value)]
 
@@ -126,8 +128,30 @@ def tapio_nats_users(admin: dict[str, Any], pipeline: dict[str, Any], collectors
     return users
 
 
+def operator_clients_auth(users: list[dict[str, Any]]) -> dict[str, Any]:
+    """*users* (``tapio_nats_users`` with literal passwords) as nats-operator's
+    ``clientsAuthSecret`` JSON: ``{"users": [{username, password, permissions}]}``, each
+    permission a list of allowed subjects (nats-operator has no deny lists, so a user with one
+    is refused rather than given more than it should have)."""
+    converted = []
+    for user in users:
+        if "password" not in user:
+            raise AnsibleFilterError(f"tapio_nats_operator_clients_auth: user {user.get('user')} has no literal password")
+        entry: dict[str, Any] = {"username": str(user["user"]), "password": str(user["password"])}
+        permissions = user.get("permissions") or {}
+        if permissions:
+            if any("deny" in (permissions.get(d) or {}) for d in ("publish", "subscribe")):
+                raise AnsibleFilterError(f"tapio_nats_operator_clients_auth: user {user['user']} has a deny "
+                                         "permission, which nats-operator cannot express")
+            entry["permissions"] = {d: list((permissions.get(d) or {}).get("allow") or [])
+                                    for d in ("publish", "subscribe")}
+        converted.append(entry)
+    return {"users": converted}
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {"tapio_nats_users": tapio_nats_users, "tapio_nats_password_env": component_password_env,
                 "tapio_nats_inbox_prefix": inbox_prefix,
-                "tapio_passwords_with_control_characters": passwords_with_control_characters}
+                "tapio_passwords_with_control_characters": passwords_with_control_characters,
+                "tapio_nats_operator_clients_auth": operator_clients_auth}

@@ -343,7 +343,16 @@ def test_deploy_creates_the_recommended_statefulset(api: client.ApiClient, deplo
     headless = core.read_namespaced_service(f"{NAME}-headless", NS)
     assert headless.spec.cluster_ip == "None"
     assert headless.spec.publish_not_ready_addresses is True
-    assert {p.port for p in headless.spec.ports} == {4222, 6222, 8222}
+    assert {p.port for p in headless.spec.ports} == {4222, 6222}  # monitoring stays on the pods
+    # Who may reach the pods: clients from the namespace (and Tapio's), routes from NATS pods only.
+    policy = client.NetworkingV1Api(api).read_namespaced_network_policy(NAME, NS).spec
+    assert policy.pod_selector.match_labels == sts.spec.selector.match_labels
+    assert policy.policy_types == ["Ingress"]
+    clients, routes = policy.ingress
+    assert [p.port for p in clients.ports] == [4222] and [p.port for p in routes.ports] == [6222]
+    assert clients._from[0].pod_selector.match_labels is None  # every pod of the namespace
+    assert [f.namespace_selector.match_labels for f in clients._from[1:]] == [{"kubernetes.io/metadata.name": "tapio"}]
+    assert [f.pod_selector.match_labels for f in routes._from] == [sts.spec.selector.match_labels]
     # The client Service offers the client port only: routes and monitoring stay on the pods.
     service = core.read_namespaced_service(NAME, NS)
     assert [p.port for p in service.spec.ports] == [4222]
@@ -529,6 +538,8 @@ def test_exporter_sidecar_serves_jetstream_metrics(api: client.ApiClient, deploy
     assert exporter.image == "natsio/prometheus-nats-exporter:0.17.3"
     assert [(p.name, p.container_port) for p in exporter.ports] == [("prom-metrics", 7777)]
     assert "-jsz=all" in exporter.args and "-healthz" in exporter.args and "-routez" in exporter.args
+    # server_id is each server's name: the dashboard's legends differ per pod.
+    assert "-use_internal_server_name" in exporter.args and not [a for a in exporter.args if a.startswith("-prefix")]
     assert exporter.args[-1] == "http://localhost:8222"
 
 
@@ -594,15 +605,25 @@ def test_operator_method_refuses_jetstream_and_creates_nothing(api: client.ApiCl
         assert crd_exists(api, name) == operator_cleanup[name]
 
 
-def test_a_lame_duck_grace_period_not_below_its_duration_is_refused_before_any_change(api: client.ApiClient) -> None:
-    """nats-server -t accepts it, but the server refuses to start ("lame duck grace period
-    (30s) should be strictly lower than lame duck duration (30s)"), after the pods rolled."""
-    namespace = f"nats-ld-{uuid.uuid4().hex[:6]}"
-    run = nats_playbook(namespace, extra={"nats_cluster_lame_duck_grace_period_seconds": 30})
+@pytest.mark.parametrize("extra, refusal", [
+    # nats-server -t accepts it, but the server refuses to start ("lame duck grace period (30s)
+    # should be strictly lower than lame duck duration (30s)"), after the pods rolled.
+    ({"nats_cluster_lame_duck_grace_period_seconds": 30},
+     "nats_cluster_lame_duck_grace_period_seconds (30) must be lower than nats_cluster_lame_duck_duration_seconds (30)"),
+    # A newline in a password: named, its value never printed.
+    ({"tapio_nats_system_password": "first line\nsecond line",
+      "tapio_nats_component_passwords": {"tapio-pipeline": "p", "tapio-k8s-collector": "tab\there",
+                                         "tapio-systemd-collector": "s", "tapio-ebpf-collector": "e"}},
+     "lab: tapio_nats_system_password holds a control character"),
+], ids=["lame-duck-grace", "control-character"])
+def test_what_nats_server_would_refuse_later_is_refused_before_any_change(
+        api: client.ApiClient, extra: dict[str, Any], refusal: str) -> None:
+    namespace = f"nats-refuse-{uuid.uuid4().hex[:6]}"
+    run = nats_playbook(namespace, extra=extra)
     assert run.rc != 0
-    assert ("nats_cluster_lame_duck_grace_period_seconds (30) must be lower than "
-            "nats_cluster_lame_duck_duration_seconds (30)") in run.out, run.out[-3000:]
-    assert run.recap["changed"] == 0
+    assert refusal in run.out, run.out[-3000:]
+    assert "second line" not in run.out and "tab\there" not in run.out
+    assert re.search(r"^lab\s+:\s+ok=\d+\s+changed=0\s", run.out, re.M), run.out[-3000:]
     assert not namespace_exists(api, namespace)
 
 
@@ -625,6 +646,14 @@ def test_operator_method_without_jetstream_installs_the_plans_natscluster(
     assert cluster["spec"]["pod"]["resources"] == {"requests": {"cpu": "100m", "memory": "256Mi"},
                                                    "limits": {"cpu": "500m", "memory": "1Gi"}}
     assert "jetstream" not in cluster["spec"]
+    # Its clients authenticate, each workload as its own user with only its subjects.
+    assert cluster["spec"]["auth"] == {"clientsAuthSecret": f"{NAME}-clients-auth", "clientsAuthTimeout": 5}
+    secret = client.CoreV1Api(api).read_namespaced_secret(f"{NAME}-clients-auth", OPERATOR_NS)
+    assert list(secret.data) == ["clients-auth.json"]
+    users = {u["username"]: u for u in json.loads(base64.b64decode(secret.data["clients-auth.json"]))["users"]}
+    assert users["tapio"] == {"username": "tapio", "password": "tapio-lab-secret"}
+    assert users["tapio-k8s-collector"]["permissions"] == {
+        "publish": ["tapio.events.k8s", "tapio.events.k8s.>"], "subscribe": ["_INBOX_tapio-k8s-collector.>"]}
     # No StatefulSet with this method.
     assert not client.AppsV1Api(api).list_namespaced_stateful_set(OPERATOR_NS).items
     again = nats_playbook(OPERATOR_NS, extra=extra)

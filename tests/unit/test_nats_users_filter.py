@@ -80,3 +80,24 @@ def test_the_inbox_in_nats_conf_is_the_one_the_pods_are_given() -> None:
                                 {"shared": "auth", "prefix": "auth-", "inbox_env": "NATS_INBOX_PREFIX"})
     assert env[-1] == {"name": "NATS_INBOX_PREFIX", "value": "_INBOX_tapio-k8s-collector"}
     assert workload.workload_env(env, "tapio-k8s-collector", {}) == env  # shared user: no own inbox
+
+
+def test_the_operator_method_gets_the_same_users_in_nats_operators_format() -> None:
+    passwords = {"tapio-pipeline": "p", "tapio-k8s-collector": "k", "tapio-ebpf-collector": "e"}
+    users = users_filter.tapio_nats_users({"user": "tapio", "password": "a"}, PIPELINE, COLLECTORS,
+                                          "TAPIO_EVENTS", "tapio-pipeline", passwords)
+    auth = users_filter.operator_clients_auth(users)
+    by_name = {u["username"]: u for u in auth["users"]}
+    assert by_name["tapio"] == {"username": "tapio", "password": "a"}  # every permission
+    assert by_name["tapio-k8s-collector"] == {"username": "tapio-k8s-collector", "password": "k", "permissions": {
+        "publish": ["tapio.events.k8s", "tapio.events.k8s.>"], "subscribe": ["_INBOX_tapio-k8s-collector.>"]}}
+    assert by_name["tapio-pipeline"]["permissions"]["publish"][-1] == "$JS.ACK.TAPIO_EVENTS.tapio-pipeline.>"
+
+
+@pytest.mark.parametrize(("user", "message"), [
+    ({"user": "x", "password_env": "P"}, "user x has no literal password"),
+    ({"user": "x", "password": "p", "permissions": {"publish": {"deny": [">"]}}}, "user x has a deny permission"),
+])
+def test_what_nats_operator_cannot_express_is_refused(user: dict, message: str) -> None:
+    with pytest.raises(users_filter.AnsibleFilterError, match=message):
+        users_filter.operator_clients_auth([user])

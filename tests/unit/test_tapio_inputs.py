@@ -328,3 +328,6 @@ def test_only_the_names_of_passwords_with_control_characters_leave_the_template(
     found = users.passwords_with_control_characters("s3cret\n", {"a": "fine", "b": "p\x7f", "c": 'a "quoted" secret'})
     assert found == ["tapio_nats_password", "tapio_nats_component_passwords[b]"]
     assert users.passwords_with_control_characters("", {}) == []
+    # The boilerplate's form: every inventory password by its name.
+    named = {"tapio_nats_password": "ok", "tapio_nats_route_password": "", "tapio_nats_system_password": "a\tb"}
+    assert users.passwords_with_control_characters(named, {"w": 123456}) == ["tapio_nats_system_password"]
