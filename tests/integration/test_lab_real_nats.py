@@ -271,6 +271,13 @@ def test_migrate_survives_a_killed_nats_container_and_the_re_run_changes_nothing
 
     again = playbook("migrate.yml")
     assert again.rc == 0 and again.changed == 0, again.explain()
+    # The preflight probe's pod: no API token, no privilege (it only resolves and dials NATS).
+    probe = client.BatchV1Api(cluster.core.api_client).read_namespaced_job("tapio-migration-nats-probe", NAMESPACE)
+    spec = probe.spec.template.spec
+    assert spec.automount_service_account_token is False and spec.security_context.run_as_non_root is True
+    [container] = spec.containers
+    assert container.security_context.allow_privilege_escalation is False
+    assert container.security_context.capabilities.drop == ["ALL"]
 
 
 def process_of(pod: NatsPod) -> int:

@@ -290,7 +290,7 @@ def test_deploy_creates_the_recommended_statefulset(api: client.ApiClient, deplo
     pod = sts.spec.template.spec
     nats = next(c for c in pod.containers if c.name == "nats")
     assert nats.image == "nats:2.15.1-alpine"
-    assert nats.resources.requests == {"cpu": "100m", "memory": "256Mi"}
+    assert nats.resources.requests == {"cpu": "500m", "memory": "1Gi"}  # requests = limits: Guaranteed
     assert nats.resources.limits == {"cpu": "500m", "memory": "1Gi"}
     assert nats.startup_probe.http_get.path == "/healthz"
     assert nats.readiness_probe.http_get.path == "/healthz?js-server-only=true"
@@ -369,9 +369,9 @@ def test_nats_conf_in_the_configmap_is_accepted_by_nats_server(api: client.ApiCl
     assert "tapio-lab-secret" not in conf
     assert "password: $NATS_PASSWORD" in conf and "password: $NATS_SYSTEM_PASSWORD" in conf
     assert 'include "routes.conf"' in conf and 'include "revision.conf"' in conf
-    # JetStream file store sized from the 10Gi claim (90 %), memory store 512Mi.
+    # JetStream file store sized from the 10Gi claim (90 %), memory store 64Mi.
     assert f"max_file_store: {10 * 2**30 * 90 // 100}" in conf
-    assert f"max_memory_store: {512 * 2**20}" in conf
+    assert f"max_memory_store: {64 * 2**20}" in conf
     # The config volume as the kubelet writes it: nats.conf and the routes Secret's files.
     path = tmp_path / "nats.conf"
     path.write_text(conf)
@@ -503,11 +503,11 @@ def test_check_mode_shows_a_change_and_applies_nothing(api: client.ApiClient, de
     assert run.rc == 0, run.out[-4000:]
     # Exactly the StatefulSet would change, and --diff shows how.
     assert run.recap["changed"] == 1, run.out[-6000:]
-    assert re.search(r'^-\s+"cpu": "100m"', run.out, re.M), run.out[-6000:]
+    assert re.search(r'^-\s+"cpu": "500m"', run.out, re.M), run.out[-6000:]
     assert re.search(r'^\+\s+"cpu": "200m"', run.out, re.M)
     assert resource_versions(api, NS) == before
     sts = client.AppsV1Api(api).read_namespaced_stateful_set(NAME, NS)
-    assert sts.spec.template.spec.containers[0].resources.requests["cpu"] == "100m"
+    assert sts.spec.template.spec.containers[0].resources.requests["cpu"] == "500m"
 
 
 def test_volume_claim_change_is_refused_before_anything_is_applied(api: client.ApiClient, deployed: Run) -> None:
@@ -643,7 +643,7 @@ def test_operator_method_without_jetstream_installs_the_plans_natscluster(
         "nats.io", "v1alpha2", OPERATOR_NS, "natsclusters", NAME)
     assert cluster["spec"]["size"] == 3
     assert cluster["spec"]["version"] == "2.15.1"
-    assert cluster["spec"]["pod"]["resources"] == {"requests": {"cpu": "100m", "memory": "256Mi"},
+    assert cluster["spec"]["pod"]["resources"] == {"requests": {"cpu": "500m", "memory": "1Gi"},
                                                    "limits": {"cpu": "500m", "memory": "1Gi"}}
     assert "jetstream" not in cluster["spec"]
     # Its clients authenticate, each workload as its own user with only its subjects.
