@@ -202,8 +202,8 @@ import asyncio
 from typing import Any, Awaitable, Callable
 
 from ansible.module_utils.tapio_nats import JetStreamApi, NatsModuleError, nats_module, run_with_connection
-from ansible.module_utils.tapio_nats_health import (consumer_report, kube_meta_cluster, meta_cluster, stream_report,
-                                                    wait_until_healthy)
+from ansible.module_utils.tapio_nats_health import consumer_report, kube_meta_cluster, meta_cluster, stream_report
+from ansible.module_utils.tapio_wait import wait_until_healthy
 
 ARGUMENT_SPEC: dict[str, Any] = {
     "streams": {"type": "list", "elements": "str"},

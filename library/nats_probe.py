@@ -203,6 +203,7 @@ from ansible.module_utils.tapio_nats_probe import (
     publish_one_at_a_time,
     publish_windowed,
 )
+from ansible.module_utils.tapio_wait import Budget, Clock, Pause, doubling, wait_within_async
 
 ARGUMENT_SPEC: dict[str, Any] = {
     "stream": {"type": "str", "required": True},
@@ -243,17 +244,18 @@ async def read_back(api: JetStreamApi, stream: str, seq: int) -> dict[str, Any]:
     return json.loads(base64.b64decode(message.get("data", "")) or b"{}")
 
 
-async def wait_for_consumer(module: Any, api: JetStreamApi, stream: str, last_seq: int) -> tuple[bool, dict[str, Any]]:
-    deadline = time.monotonic() + module.params["wait_timeout"]
+async def wait_for_consumer(module: Any, api: JetStreamApi, stream: str, last_seq: int, clock: Clock = time.monotonic,
+                            pause: Pause = asyncio.sleep) -> tuple[bool, dict[str, Any]]:
+    """Whether the consumer acknowledged up to *last_seq* within wait_timeout, and its state."""
+    async def look() -> dict[str, Any]:
+        return await api.consumer_info(stream, module.params["consumer"]) or {}
+
     # A running consumer acks within milliseconds: look again soon, then back off to wait_sleep.
-    pause = min(0.05, module.params["wait_sleep"])
-    while True:
-        info = await api.consumer_info(stream, module.params["consumer"]) or {}
-        if ack_floor_passed(info, last_seq) or time.monotonic() >= deadline:
-            view = {k: info.get(k) for k in ("num_pending", "num_ack_pending", "num_redelivered", "ack_floor", "delivered")}
-            return ack_floor_passed(info, last_seq), view
-        await asyncio.sleep(pause)
-        pause = min(pause * 2, module.params["wait_sleep"])
+    pauses = doubling(min(0.05, module.params["wait_sleep"]), module.params["wait_sleep"])
+    info, _ = await wait_within_async(look, lambda found: ack_floor_passed(found, last_seq),
+                                      Budget(module.params["wait_timeout"], look_past=True), pauses, clock, pause)
+    view = {k: info.get(k) for k in ("num_pending", "num_ack_pending", "num_redelivered", "ack_floor", "delivered")}
+    return ack_floor_passed(info, last_seq), view
 
 
 async def canary(module: Any, nc: Any, api: JetStreamApi) -> dict[str, Any]:

@@ -97,9 +97,9 @@ except ImportError:  # pragma: no cover - nats_module reports the missing librar
     pass
 
 from ansible.module_utils.tapio_nats import NatsModuleError, nats_endpoint, nats_module, open_connection, redact_url
-from ansible.module_utils.tapio_nats_health import wait_until_healthy
 from ansible.module_utils.tapio_nats_reload import (PING_VARZ, ServerState, gather_replies, reload_problems,
                                                     reload_server, server_state, stale)
+from ansible.module_utils.tapio_wait import wait_until_healthy
 
 ARGUMENT_SPEC: dict[str, Any] = {
     "revision": {"type": "str", "required": True},

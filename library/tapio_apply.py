@@ -117,9 +117,9 @@ from typing import Any
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.tapio_apply import (
     Applier, ApplyError, entry_diff, entry_result, object_label, secret_values)
-from ansible.module_utils.tapio_engine import Stalled, wait_for_progress
 from ansible.module_utils.tapio_kube import (
     KUBE_CONNECTION_SPEC, KUBERNETES_IMPORT_ERROR, KUBERNETES_REQUIREMENT, Kube, KubeError)
+from ansible.module_utils.tapio_wait import Clock, Sleep, Stalled, wait_for_progress
 from ansible.module_utils.tapio_workload import rollout_state, unschedulable_pods
 
 ARGUMENT_SPEC: dict[str, Any] = {
@@ -166,7 +166,9 @@ def workload_pods(kube: Kube, workload: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def wait_rollouts(kube: Kube, planned: list[dict[str, Any]], deadline: float, interval: float,
-                  steps: list[str]) -> list[str]:
+                  steps: list[str], clock: Clock = time.monotonic, sleep: Sleep = time.sleep) -> list[str]:
+    """Each rollout marked to wait for, one after the other; a stalled one names the scheduler's
+    reason when its pods are not scheduled."""
     done = []
     for entry in planned:
         if not entry.get("wait") or entry["operation"] == "skipped":
@@ -176,16 +178,15 @@ def wait_rollouts(kube: Kube, planned: list[dict[str, Any]], deadline: float, in
             entry["after"] = kube.request("GET", path, not_found_ok=True)
             return rollout_state(entry["after"])
 
-        started = time.monotonic()
         try:
-            summary = wait_for_progress(poll, f"rollout of {entry['label']}", deadline, interval)
+            waited = wait_for_progress(poll, f"rollout of {entry['label']}", deadline, interval, clock, sleep)
         except Stalled as stalled:
             reasons = unschedulable_pods(workload_pods(kube, entry["after"] or entry["desired"]))
             if not reasons:
                 raise
-            raise Stalled(f"{stalled}; not scheduled: {'; '.join(reasons)}") from None
-        steps.append(f"{entry['label']} rolled out in {time.monotonic() - started:.1f}s: {summary}")
-        done.append(f"{entry['label']} - {summary}")
+            raise Stalled(f"{stalled}; not scheduled: {'; '.join(reasons)}", stalled.progress) from None
+        steps.append(f"{entry['label']} rolled out in {waited.seconds:.1f}s: {waited.summary}")
+        done.append(f"{entry['label']} - {waited.summary}")
     return done
 
 

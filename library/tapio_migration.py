@@ -457,6 +457,7 @@ from ansible.module_utils.tapio_kube import (
 from ansible.module_utils.tapio_lease import KeepAlive, LeaseHeld, Lock, new_holder
 from ansible.module_utils.tapio_nats import NatsModuleError, exit_with_result, nats_module
 from ansible.module_utils.tapio_nats_session import NatsSession
+from ansible.module_utils.tapio_wait import Stalled
 from ansible.module_utils.tapio_workload import WorkloadError
 from ansible.module_utils.tapio_http import http_get
 from ansible.module_utils.basic import missing_required_lib
@@ -647,7 +648,7 @@ def main() -> None:
         engine = Engine(params, kube, nats, module.check_mode, sleep=sleep)
         engine.steps = steps
         result = run_phase(engine, phase)
-    except (EngineError, KubeError, NatsModuleError, WorkloadError, ValueError, LeaseHeld) as error:
+    except (EngineError, Stalled, KubeError, NatsModuleError, WorkloadError, ValueError, LeaseHeld) as error:
         partial = {"steps": steps, "changed": bool(engine and engine.changed)}
         module.fail_json(msg=str(error), **partial)
     except Exception as error:  # pragma: no cover - a bug, reported with its trace

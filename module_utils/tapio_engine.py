@@ -10,11 +10,13 @@ and NATS (tapio_nats_session), and keeps a log of what it did, with times, for t
 
 Waits follow progress, as Kubernetes' progressDeadlineSeconds does: a rollout, drain or lag
 gate fails when its progress marker has not moved for ``progress_deadline`` seconds, never
-after a fixed total, so a 1,000-pod DaemonSet rolling one pod at a time is not failed.
+after a fixed total, so a 1,000-pod DaemonSet rolling one pod at a time is not failed. Every
+wait and retry is one of tapio_wait's.
 """
 from __future__ import annotations
 
 import datetime
+import itertools
 import json
 import os
 import time
@@ -33,6 +35,7 @@ from ansible.module_utils.tapio_workload import (
     provenance_file, provenance_line, provenance_of, record_file,
     probe_verdict, record_key, record_of, record_text, report_entry, restore_of, rollout_state, select_record,
     strategy_problem, switch_patch, workload_env)
+from ansible.module_utils.tapio_wait import Budget, Retries, Stalled, retry, wait_for_progress, wait_within
 
 CONFLICT_RETRIES = 5
 # Seconds before the first re-read after a 409, doubled each time (0.2, 0.4, 0.8, 1.6). A write
@@ -48,8 +51,8 @@ class EngineError(Exception):
     """A phase that cannot go on; the message names the object and the cause."""
 
 
-class Stalled(EngineError):
-    """A wait whose progress marker did not move for the progress deadline."""
+class Conflict(Exception):
+    """A replace the API server refused with 409: another writer changed the object since it was read."""
 
 
 @dataclass(frozen=True)
@@ -62,26 +65,6 @@ class Target:
     @property
     def label(self) -> str:
         return f"{self.kind}/{self.name}"
-
-
-def wait_for_progress(poll: Callable[[], tuple[bool, Any, str]], what: str, deadline: float, interval: float,
-                      clock: Callable[[], float] = time.monotonic,
-                      sleep: Callable[[float], None] = time.sleep) -> str:
-    """Poll until done; fail when the marker has not changed for *deadline* seconds.
-
-    ``poll()`` returns (done, marker, summary). The first answer starts the clock."""
-    marker: Any = object()
-    changed_at = clock()
-    while True:
-        done, current, summary = poll()
-        if done:
-            return summary
-        now = clock()
-        if current != marker:
-            marker, changed_at = current, now
-        elif now - changed_at >= deadline:
-            raise Stalled(f"{what}: no progress for {deadline:g}s ({summary})")
-        sleep(interval)
 
 
 def targets_from(pipeline: dict[str, Any], collectors: list[dict[str, Any]]) -> tuple[Target, list[Target]]:
@@ -242,58 +225,67 @@ class Engine:
         again from the object as it is then: what is kept, the definition and the diff, so a
         concurrent writer's change is judged like any other change made since the record.
         Bounded by CONFLICT_RETRIES; True when it replaced (in check mode: would replace)."""
-        overrides = tuple((self.p["container_overrides"] or {}).get(target.name) or {})
         conflicts: list[str] = []
-        for attempt in range(1, CONFLICT_RETRIES + 1):
-            live = self.read(target)
-            if live is None:
-                raise EngineError(f"{target.label} no longer exists in namespace {self.namespace}")
-            needed, definition, kept = restore_of(live, record, target.container, overrides)
-            if not needed:
-                if conflicts:
-                    self.log(f"{target.label} needs no restore any more after {len(conflicts)} 409 conflict(s) "
-                             "(another writer changed it)")
-                return False
-            how = "to its record" if not kept else (
-                f"(only what the toolkit writes: the env{', ' + ', '.join(overrides) if overrides else ''} of container "
-                f"{target.container} and the pod template annotations) to its record; kept as changed since the "
-                f"record: {', '.join(kept)}")
-            if attempt == 1:
-                self.log(f"{target.label}: {provenance_line(provenance, live)}")
-            after = record if not kept else {**definition, "metadata": {
-                k: v for k, v in definition["metadata"].items() if k != "resourceVersion"}}
-            diff = object_diff(record_of(live), after, f"{target.label} (restore)")
-            if self.check:
-                self.changed = True
-                self.diff.append(diff)
-                self.log(f"would restore {target.label} {how}")
-                return True
-            try:
-                self.kube.replace(target.kind, self.namespace, target.name, definition)
-            except KubeError as error:
-                if error.status != 409:
-                    raise
-                conflicts.append(str(error))
-                if attempt == CONFLICT_RETRIES:
-                    self.log(f"{target.label} changed while restoring (409 Conflict; attempt {attempt} of "
-                             f"{CONFLICT_RETRIES})")
-                    break
-                wait = CONFLICT_BACKOFF * 2 ** (attempt - 1)
-                self.log(f"{target.label} changed while restoring (409 Conflict); reading it again in {wait:g}s "
-                         f"(attempt {attempt} of {CONFLICT_RETRIES})")
-                self.sleep(wait)
-                continue
-            # The diff and the step describe the replace that was applied, not a stale read's plan.
-            self.changed = True
-            self.diff.append(diff)
-            self.log(f"restored {target.label} {how}" + (
-                f" (after {len(conflicts)} 409 conflict(s): read again and applied to the object as it then was)"
-                if conflicts else ""))
-            return True
+        # Attempts after the first; each after a pause that lets the controllers answer first.
+        again = Retries(CONFLICT_RETRIES - 1, CONFLICT_BACKOFF)
+
+        def line(_error: Exception, retries: Retries, pause: float) -> str:
+            return (f"{target.label} changed while restoring (409 Conflict); reading it again in {pause:g}s "
+                    f"(attempt {retries.used} of {CONFLICT_RETRIES})")
+
+        try:
+            return retry(lambda: self.restore_once(target, record, provenance, conflicts),
+                         lambda error: again if isinstance(error, Conflict) else None, line, self.log, self.sleep)
+        except Conflict:
+            self.log(f"{target.label} changed while restoring (409 Conflict; attempt {CONFLICT_RETRIES} of "
+                     f"{CONFLICT_RETRIES})")
         raise EngineError(
             f"{target.label} was not restored: each of {CONFLICT_RETRIES} attempts met a 409 Conflict (another writer "
             f"changed it between the engine's read and its replace; last: {conflicts[-1]}). It was left as it is and "
             "its record kept; run the rollback again once the other writer has stopped.")
+
+    def restore_once(self, target: Target, record: dict[str, Any], provenance: Optional[dict[str, Any]],
+                     conflicts: list[str]) -> bool:
+        """One read, decision and replace of Engine.restore; a 409 is added to *conflicts* and
+        raised as Conflict."""
+        overrides = tuple((self.p["container_overrides"] or {}).get(target.name) or {})
+        live = self.read(target)
+        if live is None:
+            raise EngineError(f"{target.label} no longer exists in namespace {self.namespace}")
+        needed, definition, kept = restore_of(live, record, target.container, overrides)
+        if not needed:
+            if conflicts:
+                self.log(f"{target.label} needs no restore any more after {len(conflicts)} 409 conflict(s) "
+                         "(another writer changed it)")
+            return False
+        how = "to its record" if not kept else (
+            f"(only what the toolkit writes: the env{', ' + ', '.join(overrides) if overrides else ''} of container "
+            f"{target.container} and the pod template annotations) to its record; kept as changed since the "
+            f"record: {', '.join(kept)}")
+        if not conflicts:
+            self.log(f"{target.label}: {provenance_line(provenance, live)}")
+        after = record if not kept else {**definition, "metadata": {
+            k: v for k, v in definition["metadata"].items() if k != "resourceVersion"}}
+        diff = object_diff(record_of(live), after, f"{target.label} (restore)")
+        if self.check:
+            self.changed = True
+            self.diff.append(diff)
+            self.log(f"would restore {target.label} {how}")
+            return True
+        try:
+            self.kube.replace(target.kind, self.namespace, target.name, definition)
+        except KubeError as error:
+            if error.status != 409:
+                raise
+            conflicts.append(str(error))
+            raise Conflict(str(error)) from None
+        # The diff and the step describe the replace that was applied, not a stale read's plan.
+        self.changed = True
+        self.diff.append(diff)
+        self.log(f"restored {target.label} {how}" + (
+            f" (after {len(conflicts)} 409 conflict(s): read again and applied to the object as it then was)"
+            if conflicts else ""))
+        return True
 
     # -- waits ----------------------------------------------------------------------------
     def wait_rollout(self, target: Target, deadline: Optional[float] = None) -> None:
@@ -303,7 +295,7 @@ class Engine:
             return rollout_state(self.read(target))
 
         summary = wait_for_progress(poll, f"rollout of {target.label}", deadline, self.p["poll_interval"],
-                                    self.clock, self.sleep)
+                                    self.clock, self.sleep).summary
         self.log(f"{target.label} rolled out: {summary}")
 
     # -- NATS -----------------------------------------------------------------------------
@@ -363,6 +355,9 @@ class Engine:
 
     def create_gate_consumer(self, name: str, subject_prefix: str) -> None:
         stream = self.p["stream"]
+        if self.check:  # its callers gate only real runs; a consumer is a change all the same
+            self.log(f"check mode: gate consumer {stream}/{name} not created")
+            return
         config = {"durable_name": name, "description": "Temporary gate of the NATS migration; counts the "
                   "collector's new messages", "filter_subject": f"{subject_prefix}.>", "deliver_policy": "new",
                   "ack_policy": "none", "replay_policy": "instant"}
@@ -377,6 +372,9 @@ class Engine:
 
     def delete_consumer(self, name: str) -> None:
         stream = self.p["stream"]
+        if self.check:
+            self.log(f"check mode: consumer {stream}/{name} not deleted")
+            return
 
         async def delete(api: JetStreamApi) -> None:
             if await api.consumer_info(stream, name) is not None:
@@ -474,10 +472,12 @@ class Engine:
     def probe(self) -> dict[str, Any]:
         """A short-lived Job resolves the NATS service and opens its client port from the
         collectors' namespace. An earlier probe Job is judged again (a re-run changes nothing)
-        unless a fresh one is asked for."""
+        unless a fresh one is asked for. In check mode nothing is deleted, created or waited for."""
         spec = self.p["probe"]
         job_name = spec["definition"]["metadata"]["name"]
         job = self.kube.get("Job", self.namespace, job_name)
+        if self.check:
+            return self.probe_plan(job_name, job is not None, bool(spec.get("fresh")))
         if job is not None and spec.get("fresh"):
             self.changed = True
             self.kube.delete("Job", self.namespace, job_name)
@@ -489,10 +489,7 @@ class Engine:
             self.kube.create("Job", self.namespace, spec["definition"])
             self.log(f"created probe Job {job_name}")
         timeout = float(spec.get("timeout") or 120)
-        ends = self.clock() + timeout
-        while not job_finished(job) and self.clock() < ends:
-            self.sleep(self.p["poll_interval"])
-            job = self.kube.get("Job", self.namespace, job_name)
+        job = self.wait_probe_job(job_name, job, timeout)
         pods = self.kube.list("Pod", self.namespace, f"job-name={job_name}")
         node_name = ((pods[0] if pods else {}).get("spec") or {}).get("nodeName")
         node = self.kube.get("Node", None, node_name) if node_name else None
@@ -502,6 +499,29 @@ class Engine:
         if verdict["outcome"] == "failed" and spec.get("required", True):
             raise EngineError(f"NATS probe failed: {verdict['detail']}")
         return {"probe": verdict}
+
+    def probe_plan(self, job_name: str, exists: bool, fresh: bool) -> dict[str, Any]:
+        """Check mode's probe: what a run would do, with nothing written (so nothing to judge)."""
+        if exists and not fresh:
+            plan = f"would judge the earlier probe Job {job_name} again"
+        else:
+            self.changed = True
+            plan = (f"would delete the earlier probe Job {job_name} and create a new one" if exists
+                    else f"would create probe Job {job_name}")
+        self.log(f"check mode: {plan}")
+        return {"probe": {"outcome": "not run", "node": "",
+                          "detail": f"check mode: {plan}; the probe runs in a real run only"}}
+
+    def wait_probe_job(self, job_name: str, job: Optional[dict[str, Any]], timeout: float) -> Optional[dict[str, Any]]:
+        """The probe Job once finished, or as it is after *timeout* seconds (its verdict says so)."""
+        first = [job]  # the Job as read (or None, just created) is the first look
+
+        def look() -> Optional[dict[str, Any]]:
+            return first.pop() if first else self.kube.get("Job", self.namespace, job_name)
+
+        job, _ = wait_within(look, lambda found: bool(job_finished(found)), Budget(timeout, look_past=True),
+                             itertools.repeat(self.p["poll_interval"]), self.clock, self.sleep)
+        return job
 
     def pipeline_phase(self) -> dict[str, Any]:
         """Record the pipeline, then point it at NATS (the stream and its durable consumer first)."""
@@ -620,7 +640,7 @@ class Engine:
                 self.wait_consumer_keeps_up()
                 for target in targets:
                     self.delete_consumer(prefix + target.name)
-        except (EngineError, KubeError, NatsModuleError, WorkloadError) as error:
+        except (EngineError, Stalled, KubeError, NatsModuleError, WorkloadError) as error:
             self.fail_batch(targets, gate, error, gates)
         return {"switched": [t.name for t, _ in changes], "gated": [t.name for t in targets] if gates else []}
 
@@ -631,7 +651,7 @@ class Engine:
             return pending > 0, pending, f"{pending} new message(s) on {target.subject_prefix}.>"
 
         summary = wait_for_progress(poll, f"new messages from {target.name}", float(self.p["gate"]["timeout"]),
-                                    self.p["poll_interval"], self.clock, self.sleep)
+                                    self.p["poll_interval"], self.clock, self.sleep).summary
         self.log(f"{target.name}: {summary}")
 
     def wait_consumer_keeps_up(self) -> None:
@@ -660,7 +680,7 @@ class Engine:
             return bool(verdict), lowest[0], why
 
         summary = wait_for_progress(poll, f"consumer {name} keeping up", float(self.p["gate"]["timeout"]),
-                                    self.p["poll_interval"], self.clock, self.sleep)
+                                    self.p["poll_interval"], self.clock, self.sleep).summary
         self.log(f"consumer {name}: {summary}")
 
     def fail_batch(self, failed: list[Target], gate: str, error: BaseException, gates: bool) -> None:
@@ -825,7 +845,7 @@ class Engine:
                     f"{pending} pending, {unacked} awaiting ack, ack floor {floor}")
 
         summary = wait_for_progress(poll, f"drain of consumer {stream}/{name}", float(self.p["progress_deadline"]),
-                                    self.p["poll_interval"], self.clock, self.sleep)
+                                    self.p["poll_interval"], self.clock, self.sleep).summary
         self.log(f"consumer {name} drained: {summary}")
 
     def report(self) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import traceback
 from typing import Any, Callable, Optional
 
 from ansible.module_utils.basic import env_fallback
+from ansible.module_utils.tapio_wait import Retries, retry
 
 KUBERNETES_IMPORT_ERROR: Optional[str] = None
 try:
@@ -66,11 +67,12 @@ class HttpStatus(Exception):
 
 
 class KubeError(Exception):
-    """An API failure worth one sentence: the status, the reason and the object."""
+    """An API failure worth one sentence: the status, the reason and the object. ``transient``
+    when worth another try (TRANSIENT_STATUS, a connection error); ``cause`` as a retry names it."""
 
-    def __init__(self, message: str, status: int = 0) -> None:
+    def __init__(self, message: str, status: int = 0, transient: bool = False, cause: str = "") -> None:
         super().__init__(message)
-        self.status = status
+        self.status, self.transient, self.cause = status, transient, cause or message
 
 
 def api_message(error: BaseException) -> tuple[int, str]:
@@ -125,29 +127,35 @@ class Kube:
 
     def request(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
                 query: Optional[list[tuple[str, str]]] = None, not_found_ok: bool = False) -> Optional[dict[str, Any]]:
-        """The server's JSON answer; None for a 404 when *not_found_ok*."""
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                status, data = self._send(method, path, body, content_type, query or [])
-                if 200 <= status < 300:
-                    return json.loads(data) if data else {}
-                raise HttpStatus(status, data)
-            except (ApiException, HttpStatus) as error:
-                status, message = api_message(error)
-                if status == 404 and not_found_ok:
-                    return None
-                if status not in TRANSIENT_STATUS or attempt > self.retries:
-                    raise KubeError(f"{method} {path}: {status} {message}", status) from None
-                cause = f"{status} {message}"
-            except (Urllib3Error, OSError) as error:
-                if attempt > self.retries:
-                    raise KubeError(f"{method} {path}: Kubernetes API not reachable ({self.where}): {error}") from None
-                cause = f"{type(error).__name__}: {error}"
-            wait = self.backoff * 2 ** (attempt - 1)
-            self.log(f"retrying {method} {path} in {wait:g}s (attempt {attempt} of {self.retries}): {cause}")
-            self.sleep(wait)
+        """The server's JSON answer; None for a 404 when *not_found_ok*. Transient answers
+        and connection errors are tried again, at most ``retries`` times, each logged."""
+        transient = Retries(self.retries, self.backoff)
+
+        def line(error: Exception, retries: Retries, pause: float) -> str:
+            cause = error.cause if isinstance(error, KubeError) else str(error)
+            return f"retrying {method} {path} in {pause:g}s (attempt {retries.used} of {self.retries}): {cause}"
+
+        return retry(lambda: self._attempt(method, path, body, content_type, query or [], not_found_ok),
+                     lambda error: transient if isinstance(error, KubeError) and error.transient else None,
+                     line, self.log, self.sleep)
+
+    def _attempt(self, method: str, path: str, body: Any, content_type: str, query: list[tuple[str, str]],
+                 not_found_ok: bool) -> Optional[dict[str, Any]]:
+        """One request: the answer, None for an accepted 404, else a KubeError."""
+        try:
+            status, data = self._send(method, path, body, content_type, query)
+            if 200 <= status < 300:
+                return json.loads(data) if data else {}
+            raise HttpStatus(status, data)
+        except (ApiException, HttpStatus) as error:
+            status, message = api_message(error)
+            if status == 404 and not_found_ok:
+                return None
+            raise KubeError(f"{method} {path}: {status} {message}", status, transient=status in TRANSIENT_STATUS,
+                            cause=f"{status} {message}") from None
+        except (Urllib3Error, OSError) as error:
+            raise KubeError(f"{method} {path}: Kubernetes API not reachable ({self.where}): {error}", transient=True,
+                            cause=f"{type(error).__name__}: {error}") from None
 
     def _send(self, method: str, path: str, body: Any, content_type: str,
               query: list[tuple[str, str]]) -> tuple[int, bytes]:

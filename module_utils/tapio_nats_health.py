@@ -17,10 +17,8 @@ Everything here is a pure function of the answers except ``http_json`` (one GET)
 """
 from __future__ import annotations
 
-import asyncio
 import json
-import time
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Callable, Optional
 
 from ansible.module_utils.tapio_http import http_get
 
@@ -227,30 +225,3 @@ def consumer_report(info: dict[str, Any]) -> dict[str, Any]:
     report = {k: info.get(k) for k in CONSUMER_KEYS}
     report["cluster"] = {"leader": (info.get("cluster") or {}).get("leader")}
     return report
-
-
-def record_progress(progress: list[dict[str, Any]], elapsed: float, problems: list[str]) -> None:
-    """Append the problems seen at *elapsed* seconds when they differ from the last entry."""
-    if not progress or progress[-1]["problems"] != problems:
-        progress.append({"after_seconds": elapsed, "problems": list(problems)})
-
-
-async def wait_until_healthy(check: Callable[[], Awaitable[dict[str, Any]]], timeout: float, sleep: float,
-                             clock: Callable[[], float] = time.monotonic,
-                             pause: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> dict[str, Any]:
-    """Run *check* (a result with ``healthy`` and ``problems``) until healthy or *timeout*
-    seconds have passed; the last result gets ``wait``: attempts, seconds, timed_out and the
-    progress followed (each change of the problems, with when it was seen)."""
-    start = clock()
-    progress: list[dict[str, Any]] = []
-    attempts = 0
-    while True:
-        result = await check()
-        attempts += 1
-        elapsed = round(clock() - start, 1)
-        record_progress(progress, elapsed, result["problems"])
-        if result["healthy"] or elapsed + sleep > timeout:
-            result["wait"] = {"attempts": attempts, "seconds": elapsed, "timed_out": not result["healthy"],
-                              "progress": progress}
-            return result
-        await pause(sleep)

@@ -25,6 +25,7 @@ import time
 from typing import Any, Awaitable, Callable, Optional, TypeVar
 
 from ansible.module_utils.tapio_nats import JetStreamApi, NatsModuleError, nats_endpoint, open_connection, redact_url
+from ansible.module_utils.tapio_wait import Retries, retry
 
 try:
     import nats.errors
@@ -42,6 +43,14 @@ def is_transient(error: BaseException) -> bool:
     return any(marker.lower() in text.lower() for marker in TRANSIENT_MARKERS)
 
 
+class ConnectFailed(NatsModuleError):
+    """Connecting failed: the servers' answer, not a leader election, so never retried here."""
+
+
+class ConnectionLost(Exception):
+    """The phase's connection closed under a call; the message names the server and the cause."""
+
+
 class NatsSession:
     """``call(fn)`` runs ``await fn(api)`` on the phase's connection."""
 
@@ -57,13 +66,16 @@ class NatsSession:
         self.endpoint: Optional[dict[str, Any]] = None
 
     def _connect(self) -> JetStreamApi:
-        if self.loop is None:
-            self.loop = asyncio.new_event_loop()
-            self.endpoint = self.stack.enter_context(nats_endpoint(self.params))
-        if self.nc is None or self.nc.is_closed:
-            self.nc, self.closed = self.loop.run_until_complete(self._open())
-            url = getattr(self.nc, "connected_url", None)
-            self.server = redact_url(url.geturl()) if url is not None else "NATS"
+        try:
+            if self.loop is None:
+                self.loop = asyncio.new_event_loop()
+                self.endpoint = self.stack.enter_context(nats_endpoint(self.params))
+            if self.nc is None or self.nc.is_closed:
+                self.nc, self.closed = self.loop.run_until_complete(self._open())
+                url = getattr(self.nc, "connected_url", None)
+                self.server = redact_url(url.geturl()) if url is not None else "NATS"
+        except NatsModuleError as error:
+            raise ConnectFailed(str(error), error.result) from error
         return JetStreamApi(self.nc, self.params["api_timeout"], self.params.get("domain"))
 
     async def _open(self) -> tuple[Any, asyncio.Event]:
@@ -95,27 +107,38 @@ class NatsSession:
         cause = f"{type(error).__name__}: {error}" if error is not None else "closed"
         return f"the NATS connection to {self.server} was lost ({cause})"
 
+    def _once(self, fn: Callable[[JetStreamApi], Awaitable[T]]) -> T:
+        """One try on the phase's connection (opened again if it was lost)."""
+        api = self._connect()
+        try:
+            assert self.loop is not None
+            return self.loop.run_until_complete(self._watched(fn(api)))
+        except nats.errors.ConnectionClosedError:
+            loss = self._loss()
+            self.nc = None
+            raise ConnectionLost(loss) from None
+
     def call(self, fn: Callable[[JetStreamApi], Awaitable[T]], what: str) -> T:
-        attempt = losses = 0
-        while True:
-            api = self._connect()
-            try:
-                assert self.loop is not None
-                return self.loop.run_until_complete(self._watched(fn(api)))
-            except nats.errors.ConnectionClosedError:
-                losses += 1
-                loss = self._loss()
-                self.nc = None
-                if losses > self.reconnects:
-                    raise NatsModuleError(f"{what}: {loss}, {losses} times in this call; giving up") from None
-                self.log(f"{what}: {loss}; connecting again ({losses} of {self.reconnects})")
-            except NatsModuleError as error:
-                attempt += 1
-                if not is_transient(error) or attempt > self.retries:
-                    raise
-                wait = self.backoff * 2 ** (attempt - 1)
-                self.log(f"{what}: {error}; retrying in {wait:g}s (attempt {attempt} of {self.retries})")
-                self.sleep(wait)
+        """``await fn(api)``'s answer. A lost connection and a transient answer are two
+        faults, each with its own bound: reconnects at once, retries after a pause."""
+        transient, lost = Retries(self.retries, self.backoff), Retries(self.reconnects)
+
+        def retries_for(error: Exception) -> Optional[Retries]:
+            if isinstance(error, ConnectionLost):
+                return lost
+            if isinstance(error, ConnectFailed) or not isinstance(error, NatsModuleError):
+                return None
+            return transient if is_transient(error) else None
+
+        def line(error: Exception, retries: Retries, pause: float) -> str:
+            if retries is lost:
+                return f"{what}: {error}; connecting again ({lost.used} of {self.reconnects})"
+            return f"{what}: {error}; retrying in {pause:g}s (attempt {transient.used} of {self.retries})"
+
+        try:
+            return retry(lambda: self._once(fn), retries_for, line, self.log, self.sleep)
+        except ConnectionLost as error:
+            raise NatsModuleError(f"{what}: {error}, {lost.used + 1} times in this call; giving up") from None
 
     def close(self) -> None:
         try:

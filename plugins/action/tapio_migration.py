@@ -46,8 +46,8 @@ MODULE_UTILS_DIR = REPO_ROOT / "module_utils"
 # The project's module_utils, in dependency order, imported as ansible.module_utils.<name>
 # exactly as a module process would see them.
 PROJECT_MODULE_UTILS = (
-    "tapio_http", "tapio_nats_config", "tapio_nats", "tapio_nats_probe", "tapio_nats_health", "tapio_kube",
-    "tapio_inputs", "tapio_kube_forward", "tapio_nats_session", "tapio_private", "tapio_workload",
+    "tapio_wait", "tapio_http", "tapio_nats_config", "tapio_nats", "tapio_nats_probe", "tapio_nats_health",
+    "tapio_kube", "tapio_inputs", "tapio_kube_forward", "tapio_nats_session", "tapio_private", "tapio_workload",
     "tapio_stream_health", "tapio_lease", "tapio_engine", "tapio_timeline", "tapio_apply", "tapio_jetstream_fields",
     "tapio_jetstream", "tapio_jetstream_buckets", "tapio_jetstream_drift",
 )

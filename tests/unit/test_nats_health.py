@@ -1,6 +1,7 @@
 """The JetStream health algorithm (module_utils/tapio_nats_health.py) that nats_info and so
 every gate uses: servers, the meta cluster from the leader's view only, stream replicas
-(replication lag under load is not a failure, offline is), and waiting until healthy.
+(replication lag under load is not a failure, offline is), and nats_info's judging (the wait
+until healthy is tests/unit/test_tapio_wait.py's).
 
 Answers are the shapes nats-server 2.15 returns on /healthz and /jsz (the lab's cluster is
 tests/integration/test_nats_info_meta.py)."""
@@ -161,18 +162,7 @@ def test_consumer_report_keeps_what_the_gates_read() -> None:
     assert report["cluster"] == {"leader": "nats-2"} and "created" not in report
 
 
-# ------------------------------------------------------------------------------ waiting
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def pause(self, seconds: float) -> None:
-        self.now += seconds
-
-
+# ------------------------------------------------------------------------------ checks
 def checks(*problem_lists: list[str]):  # noqa: ANN201 - an async callable
     answers = iter(problem_lists)
 
@@ -180,25 +170,6 @@ def checks(*problem_lists: list[str]):  # noqa: ANN201 - an async callable
         problems = next(answers)
         return {"healthy": not problems, "problems": problems}
     return check
-
-
-def test_wait_follows_progress_until_healthy() -> None:
-    clock = Clock()
-    lagging, offline = ["meta peer nats-2 is not current (lag 9)"], ["meta peer nats-2 is offline"]
-    result = asyncio.run(health.wait_until_healthy(checks(offline, offline, lagging, []), 60, 2, clock, clock.pause))
-    assert result["healthy"] is True
-    assert result["wait"] == {"attempts": 4, "seconds": 6.0, "timed_out": False, "progress": [
-        {"after_seconds": 0.0, "problems": offline}, {"after_seconds": 4.0, "problems": lagging},
-        {"after_seconds": 6.0, "problems": []}]}
-
-
-def test_wait_gives_up_after_the_timeout_with_the_last_result() -> None:
-    clock = Clock()
-    down = ["1 of 3 servers are not healthy: ..."]
-    result = asyncio.run(health.wait_until_healthy(checks(*[down] * 10), 5, 2, clock, clock.pause))
-    assert result["healthy"] is False and result["problems"] == down
-    assert result["wait"]["timed_out"] is True and result["wait"]["attempts"] == 3
-    assert result["wait"]["progress"] == [{"after_seconds": 0.0, "problems": down}]
 
 
 # ------------------------------------------------------------------------------ the nats_info module

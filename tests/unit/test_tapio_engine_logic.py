@@ -1,6 +1,7 @@
-"""The engine's decisions: records, batches, rollouts, waits that follow progress, percentages,
-permissions, the report diff and the ledger verdict (module_utils/tapio_workload.py and
-tapio_engine.py). Pure functions: no server is needed, or wanted, here."""
+"""The engine's decisions: records, batches, rollouts, percentages, permissions, the report
+diff and the ledger verdict (module_utils/tapio_workload.py and tapio_engine.py). Pure
+functions: no server is needed, or wanted, here. Waits that follow progress are
+tests/unit/test_tapio_wait.py's."""
 from __future__ import annotations
 
 import copy
@@ -154,50 +155,6 @@ def test_deployment_and_statefulset_rollouts() -> None:
     assert tw.rollout_state(sts)[0]
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
-def test_a_wait_that_keeps_progressing_never_times_out() -> None:
-    """1,000 pods rolling one every 3 s take 3,000 s: far past any fixed total, never stalled."""
-    clock = FakeClock()
-    state = {"updated": 0}
-
-    def poll() -> tuple[bool, int, str]:
-        if clock.now >= 3 * (state["updated"] + 1):
-            state["updated"] += 1
-        return state["updated"] == 1000, state["updated"], f"{state['updated']}/1000"
-
-    summary = engine.wait_for_progress(poll, "rollout", deadline=10, interval=1, clock=clock, sleep=clock.sleep)
-    assert summary == "1000/1000" and clock.now >= 3000
-
-
-def test_a_wait_without_progress_fails_after_the_deadline_naming_the_state() -> None:
-    clock = FakeClock()
-    with pytest.raises(engine.Stalled, match=r"rollout of DaemonSet/x: no progress for 30s \(1/3 updated\)"):
-        engine.wait_for_progress(lambda: (False, 1, "1/3 updated"), "rollout of DaemonSet/x", deadline=30,
-                                 interval=2, clock=clock, sleep=clock.sleep)
-    assert 30 <= clock.now <= 32
-
-
-def test_progress_resets_the_deadline() -> None:
-    clock = FakeClock()
-    markers = iter([1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2])
-
-    def poll() -> tuple[bool, int, str]:
-        return False, next(markers), "waiting"
-
-    with pytest.raises(engine.Stalled):
-        engine.wait_for_progress(poll, "w", deadline=10, interval=2, clock=clock, sleep=clock.sleep)
-    # marker moved at t=6, so the wait failed at t=16, not t=10
-    assert clock.now == 16
 
 
 # -- percentages and the pipeline's strategy --------------------------------------------------

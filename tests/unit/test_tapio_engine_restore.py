@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional
 import pytest
 
 from module_utils_loader import load_module_utils
-from test_tapio_engine_logic import FakeClock
+from fake_clock import Clock as FakeClock
 
 for _name in ("tapio_nats_config", "tapio_nats", "tapio_nats_session"):
     load_module_utils(_name)

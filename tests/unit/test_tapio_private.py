@@ -15,7 +15,7 @@ from typing import Any
 import jinja2
 
 from module_utils_loader import load_module_utils
-from test_tapio_engine_logic import FakeClock
+from fake_clock import Clock as FakeClock
 from test_tapio_engine_restore import FakeApi, collector, make_engine, pipeline, state_configmap
 
 private = load_module_utils("tapio_private")
