@@ -28,6 +28,7 @@ requirements:
   - nats-py >= 2.7.2
 extends_documentation_fragment:
   - tapio_nats
+  - tapio_monitoring
 options:
   streams:
     description: Streams to report; all streams of the account when omitted.
@@ -37,18 +38,6 @@ options:
     description: Include each reported stream's consumers.
     type: bool
     default: true
-  monitor_urls:
-    description:
-      - HTTP monitoring URLs (port 8222) of the servers, for meta cluster health.
-      - Not used when O(kube_port_forward.all_pods) and O(kube_port_forward.monitor_port) are
-        set; the monitoring reads then always happen, through a forward to every NATS pod.
-    type: list
-    elements: str
-    default: []
-  monitor_timeout:
-    description: Timeout in seconds for each monitoring request.
-    type: float
-    default: 5
   monitor_only:
     description:
       - Only the monitoring endpoints in O(monitor_urls) (required then, unless

@@ -33,6 +33,7 @@ version_added: "1.2.0"
 author: Tapio NATS migration toolkit
 extends_documentation_fragment:
   - tapio_kube
+  - tapio_wait
 options:
   objects:
     description:
@@ -55,14 +56,6 @@ options:
     description: Wait for the rollout of the objects marked C(wait) (not in check mode).
     type: bool
     default: true
-  progress_deadline:
-    description: Seconds a rollout may go without progress before it fails.
-    type: float
-    default: 120
-  poll_interval:
-    description: Seconds between two reads while waiting.
-    type: float
-    default: 2
 requirements:
   - kubernetes >= 24.2.0
 notes:

@@ -30,6 +30,7 @@ author: Tapio NATS migration toolkit
 extends_documentation_fragment:
   - tapio_nats
   - tapio_kube
+  - tapio_wait
 options:
   phase:
     description:
@@ -131,14 +132,6 @@ options:
     description: Read NATS in the gates, verify, rollback drain and report; false skips those reads.
     type: bool
     default: true
-  progress_deadline:
-    description: Seconds a rollout or drain may go without progress before it fails.
-    type: float
-    default: 120
-  poll_interval:
-    description: Seconds between two reads while waiting.
-    type: float
-    default: 2
   env:
     description:
       - C(pipeline), C(collectors_*) - env entries set in the owned container, each C({name, value})
@@ -451,9 +444,10 @@ import time
 import traceback
 from typing import Any
 
-from ansible.module_utils.tapio_engine import Engine, EngineError, ledger_verdict
+from ansible.module_utils.tapio_engine import Engine, EngineError, EngineInputs
 from ansible.module_utils.tapio_kube import (
     KUBE_CONNECTION_SPEC, KUBERNETES_IMPORT_ERROR, KUBERNETES_REQUIREMENT, Kube, KubeError)
+from ansible.module_utils.tapio_lab_ledger import ledger_verdict
 from ansible.module_utils.tapio_lease import KeepAlive, LeaseHeld, Lock, new_holder
 from ansible.module_utils.tapio_nats import NatsModuleError, exit_with_result, nats_module
 from ansible.module_utils.tapio_nats_session import NatsSession
@@ -638,6 +632,7 @@ def main() -> None:
     nats = None
     try:
         check_targets(params)
+        inputs = EngineInputs.from_params(params)
         kube = Kube(params["kubeconfig"], params["context"], log=steps.append)
         sleep = time.sleep
         if params["lock"]["holder"]:  # every call of a locked run renews the run's Lease, and every wait
@@ -645,8 +640,7 @@ def main() -> None:
             lease.renew(module.check_mode)
             sleep = KeepAlive(lease, module.check_mode).sleep
         nats = NatsSession(params, log=steps.append)
-        engine = Engine(params, kube, nats, module.check_mode, sleep=sleep)
-        engine.steps = steps
+        engine = Engine(inputs, kube, nats, module.check_mode, sleep=sleep, steps=steps)
         result = run_phase(engine, phase)
     except (EngineError, Stalled, KubeError, NatsModuleError, WorkloadError, ValueError, LeaseHeld) as error:
         partial = {"steps": steps, "changed": bool(engine and engine.changed)}

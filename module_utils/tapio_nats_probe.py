@@ -141,6 +141,76 @@ class AckShortcut:
         return restore
 
 
+class WindowAcks:
+    """The acks of one windowed run: each message's send time, the latencies, the counters,
+    and the two events the publisher waits on (room in the window, every message acked).
+
+    Acks arrive on ``<inbox>.<index>``, so the index after the inbox prefix finds the send time.
+    """
+
+    def __init__(self, prefix: str, total: int, window: int) -> None:
+        self.sent = [0.0] * total
+        self.latencies: list[float] = []
+        self.state: dict[str, Any] = {"acked": 0, "errors": 0, "duplicates": 0, "in_flight": 0, "first_error": None}
+        self.total = total
+        self.low_water = window // 2
+        self.offset = len(prefix) + 1
+        self.room = asyncio.Event()
+        self.done = asyncio.Event()
+
+    def count(self, subject: str, data: bytes) -> None:
+        """One ack (called for every message: kept to plain lookups)."""
+        now = time.perf_counter()
+        state = self.state
+        self.latencies.append(now - self.sent[int(subject[self.offset:])])
+        if b'"error"' in data:
+            state["errors"] += 1
+            state["first_error"] = state["first_error"] or data.decode(errors="replace")
+        elif b'"duplicate":true' in data:
+            state["duplicates"] += 1
+        state["acked"] += 1
+        state["in_flight"] -= 1
+        if state["in_flight"] <= self.low_water:
+            self.room.set()
+        if state["acked"] == self.total:
+            self.done.set()
+
+    async def on_ack(self, msg: Any) -> None:
+        self.count(msg.subject, msg.data)
+
+    async def wait_for_room(self, timeout: float) -> None:
+        """Once the window is more than half full, until at most half of it is in flight."""
+        if self.state["in_flight"] <= self.low_water:
+            return
+        self.room.clear()
+        while self.state["in_flight"] > self.low_water:
+            await asyncio.wait_for(self.room.wait(), timeout)
+            self.room.clear()
+
+    def sending(self, burst: range) -> None:
+        """The messages of *burst* leave now: their send time, and the window they take."""
+        now = time.perf_counter()
+        for position in burst:
+            self.sent[position] = now
+        self.state["in_flight"] += len(burst)
+
+
+async def send_windowed(writer: BurstWriter, batch: list[tuple[str, bytes, str]], window: int, timeout: float,
+                        msg_id: bool, prefix: str, acks: WindowAcks) -> None:
+    """Send *batch* in bursts that fill the free part of the window, then wait for every ack;
+    asyncio.TimeoutError when an ack takes longer than *timeout*."""
+    index = 0
+    while index < len(batch):
+        await acks.wait_for_room(timeout)
+        burst = range(index, min(index + window - acks.state["in_flight"], len(batch)))
+        acks.sending(burst)
+        await writer.write([(batch[i][0], f"{prefix}.{i}", batch[i][1], batch[i][2] if msg_id else None)
+                            for i in burst])
+        index = burst.stop
+    if batch:
+        await asyncio.wait_for(acks.done.wait(), timeout)
+
+
 async def publish_windowed(nc: Any, batch: list[tuple[str, bytes, str]], window: int, timeout: float,
                            msg_id: bool = True) -> dict[str, Any]:
     """Publish with up to *window* un-acked messages in flight; acks are counted as they arrive.
@@ -152,64 +222,23 @@ async def publish_windowed(nc: Any, batch: list[tuple[str, bytes, str]], window:
     ack, which costs the servers (and the client) far more.
     """
     prefix = nc.new_inbox()
-    sent = [0.0] * len(batch)
-    latencies: list[float] = []
-    state = {"acked": 0, "errors": 0, "duplicates": 0, "in_flight": 0, "first_error": None}
-    low_water = window // 2
-    room = asyncio.Event()
-    done = asyncio.Event()
-    offset = len(prefix) + 1
+    acks = WindowAcks(prefix, len(batch), window)
     writer = BurstWriter(nc)
     too_big = [i for i, (_, payload, _) in enumerate(batch) if len(payload) > nc.max_payload]
     if too_big:
         raise ValueError(f"{len(too_big)} event(s) exceed the server's max_payload of {nc.max_payload} bytes")
-
-    def count_ack(subject: str, data: bytes) -> None:
-        now = time.perf_counter()
-        latencies.append(now - sent[int(subject[offset:])])
-        if b'"error"' in data:
-            state["errors"] += 1
-            state["first_error"] = state["first_error"] or data.decode(errors="replace")
-        elif b'"duplicate":true' in data:
-            state["duplicates"] += 1
-        state["acked"] += 1
-        state["in_flight"] -= 1
-        if state["in_flight"] <= low_water:
-            room.set()
-        if state["acked"] == len(batch):
-            done.set()
-
-    async def on_ack(msg: Any) -> None:
-        count_ack(msg.subject, msg.data)
-
-    sub = await nc.subscribe(prefix + ".*", cb=on_ack, pending_msgs_limit=max(window * 4, 65536))
-    restore = AckShortcut.install(nc, sub, count_ack)
+    sub = await nc.subscribe(prefix + ".*", cb=acks.on_ack, pending_msgs_limit=max(window * 4, 65536))
+    restore = AckShortcut.install(nc, sub, acks.count)
     started = time.perf_counter()
-    index = 0
     try:
-        while index < len(batch):
-            if state["in_flight"] > low_water:
-                room.clear()
-                while state["in_flight"] > low_water:
-                    await asyncio.wait_for(room.wait(), timeout)
-                    room.clear()
-            burst = range(index, min(index + window - state["in_flight"], len(batch)))
-            now = time.perf_counter()
-            for position in burst:
-                sent[position] = now
-            state["in_flight"] += len(burst)
-            await writer.write([(batch[i][0], f"{prefix}.{i}", batch[i][1], batch[i][2] if msg_id else None)
-                                for i in burst])
-            index = burst.stop
-        if batch:
-            await asyncio.wait_for(done.wait(), timeout)
+        await send_windowed(writer, batch, window, timeout, msg_id, prefix, acks)
     except asyncio.TimeoutError:
-        state["timed_out"] = True
+        acks.state["timed_out"] = True
     finally:
         elapsed = time.perf_counter() - started
         restore()
         await sub.unsubscribe()
-    result = throughput_result("windowed", batch, state, latencies, elapsed, window)
+    result = throughput_result("windowed", batch, acks.state, acks.latencies, elapsed, window)
     result["burst_writes"] = writer.fast
     result["ack_shortcut"] = restore is not AckShortcut.nothing
     return result

@@ -82,7 +82,7 @@ def parse_time(text: str) -> Optional[datetime.datetime]:
     return parsed.replace(tzinfo=datetime.timezone.utc) if parsed.tzinfo is None else parsed
 
 
-def _size(value: float) -> str:
+def byte_size(value: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if value < 1024 or unit == "GiB":
             return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
@@ -117,7 +117,7 @@ def fullness(stream: dict[str, Any], consumer: Optional[dict[str, Any]],
                                 "text": f"{held} of {int(config['max_msgs'])} messages"}
     if int(config.get("max_bytes") or -1) > 0:
         measures["max_bytes"] = {"used": held_bytes, "maximum": int(config["max_bytes"]),
-                                 "text": f"{_size(held_bytes)} of {_size(int(config['max_bytes']))}"}
+                                 "text": f"{byte_size(held_bytes)} of {byte_size(int(config['max_bytes']))}"}
     max_age = int(config.get("max_age") or 0) / 1e9
     if max_age > 0 and oldest_unacked_age is not None and not discard_new:
         measures["max_age"] = {"used": oldest_unacked_age, "maximum": max_age,

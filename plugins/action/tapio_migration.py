@@ -48,7 +48,9 @@ MODULE_UTILS_DIR = REPO_ROOT / "module_utils"
 PROJECT_MODULE_UTILS = (
     "tapio_wait", "tapio_http", "tapio_nats_config", "tapio_nats", "tapio_nats_probe", "tapio_nats_health",
     "tapio_kube", "tapio_inputs", "tapio_kube_forward", "tapio_nats_session", "tapio_private", "tapio_workload",
-    "tapio_stream_health", "tapio_lease", "tapio_engine", "tapio_timeline", "tapio_apply", "tapio_jetstream_fields",
+    "tapio_stream_health", "tapio_health_findings", "tapio_lease", "tapio_engine_inputs", "tapio_engine_run",
+    "tapio_records", "tapio_rollout", "tapio_gates", "tapio_collectors", "tapio_preflight", "tapio_probe_job",
+    "tapio_lab_ledger", "tapio_engine", "tapio_timeline", "tapio_apply", "tapio_jetstream_fields",
     "tapio_jetstream", "tapio_jetstream_buckets", "tapio_jetstream_drift",
 )
 # Present in sys.modules once _freeze_before_forks has registered its fork hook.

@@ -37,6 +37,7 @@ SUBJECT_PREFIX = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 # Stream and consumer names: no whitespace, '.', '*', '>' or path separators (nats-server's rule).
 JETSTREAM_NAME = re.compile(r"^[^\s.*>/\\]+$")
 INBOX_PREFIX = "_INBOX_"
+ALTERNATE_SUFFIX = "-rotated"  # the same as tapio_nats_credentials.ALTERNATE_SUFFIX
 
 
 def inbox_prefix(name: str) -> str:
@@ -88,6 +89,11 @@ def _problems(admin: dict[str, Any], pipeline: dict[str, Any], collectors: list[
     duplicates = sorted({n for n in names if names.count(n) > 1} | ({admin.get("user")} & set(names)))
     if duplicates:
         problems.append(f"user names must be unique (the toolkit's user and each workload name): {', '.join(duplicates)}")
+    # A password change moves a workload to the user <name>-rotated (tapio_nats_credentials.py).
+    taken = sorted(({admin.get("user")} | set(names)) & {n + ALTERNATE_SUFFIX for n in names if n})
+    if taken:
+        problems.append(f"{', '.join(taken)}: a name ending in {ALTERNATE_SUFFIX} is the user another workload moves to "
+                        "when its password changes; rename it")
     bad = [f"{c.get('name')}: {c['subject_prefix']!r}" if c.get("subject_prefix") else f"{c.get('name')}: none set"
            for c in collectors
            if not SUBJECT_PREFIX.match(str(c.get("subject_prefix") or ""))]
@@ -104,27 +110,42 @@ def _problems(admin: dict[str, Any], pipeline: dict[str, Any], collectors: list[
 
 
 def tapio_nats_users(admin: dict[str, Any], pipeline: dict[str, Any], collectors: list[dict[str, Any]],
-                     stream: str, consumer: str, passwords: Optional[dict[str, Any]] = None) -> list[dict[str, Any]]:
+                     stream: str, consumer: str, passwords: Optional[dict[str, Any]] = None,
+                     credentials: Optional[list[dict[str, Any]]] = None) -> list[dict[str, Any]]:
     """The ``users`` of nats.conf's ``authorization`` block.
 
     *admin* is ``{user, password}`` or ``{user, password_env}`` and keeps every permission.
-    Each component's password is ``passwords[name]`` when *passwords* is given (the lab
-    writes them into its own config), else read by nats-server from
-    ``$NATS_PASSWORD_<NAME>`` (the pods' env, from the component's Secret)."""
-    problems = _problems(admin, pipeline, collectors, stream, consumer, passwords)
+    A component's user and password come from *credentials* when given (the nats_cluster
+    role's plan, plugins/filter/tapio_nats_credentials.py: its current user, and its previous
+    one with the same permissions while a password change rolls out), else from
+    ``passwords[name]`` (the lab writes them into its own config), else nats-server reads the
+    password from ``$NATS_PASSWORD_<NAME>``."""
+    problems = _problems(admin, pipeline, collectors, stream, consumer, passwords if credentials is None else None)
+    planned = {entry["name"]: entry for entry in credentials or []}
+    if credentials is not None:
+        missing = [c.get("name") for c in [pipeline, *collectors] if c.get("name") not in planned]
+        if missing:
+            problems.append(f"no credentials planned for {', '.join(map(str, missing))}")
     if problems:
         raise AnsibleFilterError("tapio_nats_users: " + "; ".join(problems))
 
-    def secret(name: str) -> dict[str, str]:
+    def logins(name: str) -> list[dict[str, str]]:
+        if credentials is not None:
+            entry = planned[name]
+            pairs = [{"user": entry["user"], "password": str(entry["password"])}]
+            if entry.get("previous"):
+                pairs.append({"user": entry["previous"]["user"], "password": str(entry["previous"]["password"])})
+            return pairs
         if passwords is not None:
-            return {"password": str(passwords[name])}
-        return {"password_env": component_password_env(name)}
+            return [{"user": name, "password": str(passwords[name])}]
+        return [{"user": name, "password_env": component_password_env(name)}]
 
     users = [{key: admin[key] for key in ("user", "password", "password_env") if admin.get(key)}]
-    users.append({"user": pipeline["name"], **secret(pipeline["name"]),
-                  "permissions": pipeline_permissions(stream, consumer, pipeline["name"])})
-    users.extend({"user": c["name"], **secret(c["name"]),
-                  "permissions": collector_permissions(c["subject_prefix"], c["name"])} for c in collectors)
+    users.extend({**login, "permissions": pipeline_permissions(stream, consumer, pipeline["name"])}
+                 for login in logins(pipeline["name"]))
+    for collector in collectors:
+        users.extend({**login, "permissions": collector_permissions(collector["subject_prefix"], collector["name"])}
+                     for login in logins(collector["name"]))
     return users
 
 

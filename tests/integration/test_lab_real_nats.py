@@ -11,9 +11,11 @@ resolve ``tapio_nats_url`` through the cluster DNS (CoreDNS) to the client Servi
 - A new route password, client TLS turned on and a renewed certificate are reloaded by every
   server (nats_server_reload, as the system user) with no container restarted; the system
   user runs `nats server report jetstream`.
-- A rotated password of the toolkit's user rolls the StatefulSet while the simulator
-  publishes: each server enters lame duck before it stops (its own log, followed through the
-  kubelet), and no event is lost.
+- While the simulator publishes, the toolkit's password and a collector's password change by
+  reload (no container restarts): the collector's DaemonSet restarts onto its other user while
+  the servers accept both, then the old one is refused; a new system password (read from the
+  servers' environment) rolls the StatefulSet, each server entering lame duck before it stops
+  (its own log, followed through the kubelet); no event is lost.
 - A whole real node stopped during the collectors phase (its containers killed, its kubelet
   and containerd stopped): the cutover completes, and verify fails only on NATS redundancy,
   with a message that names the missing server and the next step.
@@ -124,6 +126,7 @@ class NatsPod:
 
 class Cluster:
     def __init__(self, kube: KubeLab) -> None:
+        self.kube = kube
         self.core = client.CoreV1Api(config.new_client_from_config(str(kube.kubeconfig), context=kube.context))
 
     def pods(self) -> list[NatsPod]:
@@ -417,19 +420,175 @@ def follow_logs(kube: KubeLab, pod: str, sink: list[str]) -> subprocess.Popen:
     return proc
 
 
-def test_a_password_rotation_rolls_the_servers_through_lame_duck_and_loses_nothing(
-        cluster: Cluster, kube_lab: KubeLab) -> None:
-    before = {p.name: p for p in cluster.pods()}
-    logs: dict[str, list[str]] = {name: [] for name in before}
-    followers = [follow_logs(kube_lab, name, logs[name]) for name in before]
+HEALTH_REPORT = REPO_ROOT / ".artifacts" / "lab" / "health" / NAMESPACE / "health.json"
+TOOLKIT_LOGIN = {"user": "tapio", "password": "tapio-lab-secret"}  # the lab inventory's
+
+
+def on_nats(cluster: Cluster, work: Callable[[Any], Any]) -> Any:
+    """*work(jetstream)* on a connection of the toolkit's user to the NATS Service."""
+    import asyncio
+
+    import nats
+
+    async def run() -> Any:
+        service = cluster.core.read_namespaced_service(STATEFULSET, NAMESPACE).spec.cluster_ip
+        connection = await nats.connect(f"nats://{service}:4222", connect_timeout=5, **TOOLKIT_LOGIN)
+        try:
+            return await work(connection.jetstream())
+        finally:
+            await connection.close()
+
+    return asyncio.run(run())
+
+
+def jetstream_configs(cluster: Cluster) -> dict[str, Any]:
+    """Every stream's and consumer's configuration, as the servers hold them."""
+    async def read(js: Any) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for stream in await js.streams_info():
+            found[stream.config.name] = stream.config.as_dict()
+            for consumer in await js.consumers_info(stream.config.name):
+                found[f"{stream.config.name}/{consumer.name}"] = consumer.config.as_dict()
+        return found
+
+    return on_nats(cluster, read)
+
+
+def resource_versions(cluster: Cluster) -> dict[str, str]:
+    apps = client.AppsV1Api(cluster.core.api_client)
+    listed = [("ConfigMap", cluster.core.list_namespaced_config_map(NAMESPACE).items),
+              ("Secret", cluster.core.list_namespaced_secret(NAMESPACE).items),
+              ("Service", cluster.core.list_namespaced_service(NAMESPACE).items),
+              ("DaemonSet", apps.list_namespaced_daemon_set(NAMESPACE).items),
+              ("Deployment", apps.list_namespaced_deployment(NAMESPACE).items),
+              ("StatefulSet", apps.list_namespaced_stateful_set(NAMESPACE).items)]
+    return {f"{kind}/{item.metadata.name}": item.metadata.resource_version for kind, items in listed for item in items}
+
+
+def health(*args: str) -> tuple[Any, dict[str, Any]]:
+    """health.yml with the lab inventory (a short window), and the report it wrote."""
+    HEALTH_REPORT.unlink(missing_ok=True)
+    run = playbook("health.yml", "-e", "nats_health_window=3", *args)
+    assert HEALTH_REPORT.exists(), run.explain()
+    return run, json.loads(HEALTH_REPORT.read_text())
+
+
+def finding(report: dict[str, Any], check: str, subject: str) -> dict[str, str]:
+    found = [f for f in report["findings"] if f["check"] == check and f["subject"] == subject]
+    assert found, json.dumps([(f["check"], f["subject"], f["severity"]) for f in report["findings"]], indent=1)
+    return found[0]
+
+
+def test_health_is_read_only_healthy_after_the_migration_and_names_a_full_stream_and_a_stalled_consumer(
+        cluster: Cluster) -> None:
+    """health.yml after the migration: healthy, rc 0. A stream near its byte limit with a durable
+    consumer nobody reads: both named with their next step, rc non-zero. Neither run changes an
+    object (resourceVersions) or a stream or consumer configuration."""
+    if not cluster.pods():  # run on its own: the module's earlier tests migrated the lab
+        migrated = playbook("migrate.yml")
+        assert migrated.rc == 0, migrated.explain()
+    wait_for("NATS healthy", cluster.healthy)
+    objects, configs = resource_versions(cluster), jetstream_configs(cluster)
+    run, report = health()
+    assert run.rc == 0 and run.changed == 0, run.explain()
+    assert report["healthy"] is True and report["summary"]["worst"] == "ok", json.dumps(report["findings"], indent=1)
+    assert {f["subject"] for f in report["findings"] if f["check"] == "workload_mode"} >= {
+        f"Deployment {NAMESPACE}/tapio-pipeline", f"DaemonSet {NAMESPACE}/tapio-ebpf-collector"}, report["findings"]
+    assert finding(report, "consumer", f"{STREAM}/{CONSUMER}")["severity"] == "ok"
+    assert (resource_versions(cluster), jetstream_configs(cluster)) == (objects, configs)
+
+    async def fill(js: Any) -> None:
+        await js.add_stream(name="HEALTH_FILL", subjects=["health.fill.>"], max_bytes=8192, num_replicas=1)
+        await js.add_consumer("HEALTH_FILL", durable_name="health-fill", ack_policy="explicit")
+        for seq in range(8):  # 943 bytes each as stored (record header, subject, hash): 92 % of max_bytes
+            await js.publish(f"health.fill.{seq}", b"x" * 900)
+
+    on_nats(cluster, fill)
     try:
-        # A new password of the toolkit's user: the servers read it from their environment, so
-        # the StatefulSet rolls (its checksum of the passwords), one pod at a time; Tapio's
-        # workloads, each with a user of its own, reconnect to the servers still up.
-        rotated = "tapio-lab-secret-rotated"
-        rolled = playbook("playbooks/nats.yml", "-e", f"tapio_nats_password={rotated}")
+        objects, configs = resource_versions(cluster), jetstream_configs(cluster)
+        run, report = health("-e", "nats_health_stream=HEALTH_FILL", "-e", "nats_health_consumer=health-fill")
+        assert run.rc != 0 and run.changed == 0, run.explain()
+        assert report["healthy"] is False
+        full = finding(report, "stream_fill", "HEALTH_FILL")
+        assert full["severity"] == "critical" and "max_bytes" in full["seen"] + full["diagnosis"], full
+        assert "nats stream info HEALTH_FILL" in full["next_step"], full
+        stalled = finding(report, "consumer", "HEALTH_FILL/health-fill")
+        assert stalled["severity"] == "critical" and "stalled" in stalled["seen"] + stalled["diagnosis"], stalled
+        assert "nats consumer info HEALTH_FILL health-fill" in stalled["next_step"], stalled
+        assert (resource_versions(cluster), jetstream_configs(cluster)) == (objects, configs)
+    finally:
+        on_nats(cluster, lambda js: js.delete_stream("HEALTH_FILL"))
+
+
+def logs_in(cluster: Cluster, user: str, password: str) -> str:
+    """'' when the NATS Service accepts *user*, else nats-server's refusal."""
+    import asyncio
+
+    import nats
+
+    async def attempt() -> str:
+        service = cluster.core.read_namespaced_service(STATEFULSET, NAMESPACE).spec.cluster_ip
+        try:
+            connection = await nats.connect(f"nats://{service}:4222", user=user, password=password,
+                                            allow_reconnect=False, connect_timeout=5, max_reconnect_attempts=0)
+        except Exception as error:  # noqa: BLE001 - the refusal is the answer
+            return f"{type(error).__name__}: {error}" or "refused"
+        await connection.close()
+        return ""
+
+    return asyncio.run(attempt())
+
+
+def template_annotations(cluster: Cluster, daemonset: str) -> tuple[int, dict[str, str]]:
+    apps = client.AppsV1Api(cluster.core.api_client)
+    live = apps.read_namespaced_daemon_set(daemonset, NAMESPACE)
+    return live.metadata.generation, dict(live.spec.template.metadata.annotations or {})
+
+
+def test_passwords_change_by_reload_and_a_workloads_pods_move_to_its_new_user_losing_nothing(
+        cluster: Cluster) -> None:
+    """While the simulator publishes: the toolkit's password and a collector's password change
+    in one nats phase. Every server reloads (no container restarts); the servers accept the
+    collector's old and new user while its DaemonSet restarts onto the new one, then the old
+    one is retired; no event is lost."""
+    if not cluster.pods():  # run on its own: the module's earlier tests migrated the lab
+        migrated = playbook("migrate.yml")
+        assert migrated.rc == 0, migrated.explain()
+    wait_for("NATS healthy", cluster.healthy)
+    before = {p.name: p for p in cluster.pods()}
+    collector, secret = "tapio-ebpf-collector", f"{STATEFULSET}-auth-tapio-ebpf-collector"
+    old_password = secret_value(cluster, secret, "NATS_PASSWORD")
+    assert secret_value(cluster, secret, "NATS_USER") == collector and logs_in(cluster, collector, old_password) == ""
+    passwords = {"tapio-pipeline": "tapio-lab-pipeline-secret", "tapio-k8s-collector": "tapio-lab-k8s-secret",
+                 "tapio-systemd-collector": "tapio-lab-systemd-secret", collector: '2027 ebpf "lab" secret'}
+    rotated = playbook("playbooks/nats.yml", "-e", "tapio_nats_password=tapio-lab-secret-rotated",
+                       "-e", json.dumps({"tapio_nats_component_passwords": passwords}))
+    assert rotated.rc == 0, rotated.explain()
+    unchanged(before, cluster)
+    assert len(revisions(cluster)) == 1
+    # The collector's pods were restarted onto its other user; the old pair is gone everywhere.
+    generation, annotations = template_annotations(cluster, collector)
+    assert annotations.get("tapio.io/nats-user") == f"{collector}-rotated", annotations
+    data = cluster.core.read_namespaced_secret(secret, NAMESPACE).data
+    assert set(data) == {"NATS_USER", "NATS_PASSWORD"}, sorted(data)
+    assert secret_value(cluster, secret, "NATS_USER") == f"{collector}-rotated"
+    assert logs_in(cluster, f"{collector}-rotated", passwords[collector]) == ""
+    assert "Authorization Violation" in logs_in(cluster, collector, old_password)
+    assert "Authorization Violation" in logs_in(cluster, "tapio", "tapio-lab-secret")
+    assert logs_in(cluster, "tapio", "tapio-lab-secret-rotated") == ""
+    wait_for("NATS healthy after the reloads", cluster.healthy)
+    ledger = settled_ledger()
+    assert lost(ledger) == {}, json.dumps(ledger.get("sources"), indent=1)
+
+    # The next run, with the same passwords and a new system password (read from the servers'
+    # environment: a rolling restart): the collector is not restarted again.
+    logs: dict[str, list[str]] = {name: [] for name in before}
+    followers = [follow_logs(cluster.kube, name, logs[name]) for name in before]
+    try:
+        rolled = playbook("playbooks/nats.yml", "-e", "tapio_nats_password=tapio-lab-secret-rotated",
+                          "-e", json.dumps({"tapio_nats_component_passwords": passwords}),
+                          "-e", "tapio_nats_system_password=lab-system-password-2")
         assert rolled.rc == 0, rolled.explain()
-        assert secret_value(cluster, f"{STATEFULSET}-auth", "NATS_PASSWORD") == rotated
     finally:
         for follower in followers:
             try:
@@ -441,6 +600,7 @@ def test_a_password_rotation_rolls_the_servers_through_lame_duck_and_loses_nothi
     for name, lines in logs.items():
         text = "\n".join(lines)
         assert "Entering lame duck mode" in text, f"{name} stopped without lame duck:\n{text[-3000:]}"
+    assert template_annotations(cluster, collector)[0] == generation
     wait_for("NATS healthy after the rolling restart", cluster.healthy)
     ledger = settled_ledger()
     assert lost(ledger) == {}, json.dumps(ledger.get("sources"), indent=1)
@@ -474,3 +634,9 @@ def test_a_lost_real_node_leaves_the_cutover_done_and_verify_names_the_missing_s
     else:
         assert "0 events lost and 0 delivered twice" in result.stdout, f"{stopped}\n{result.explain()}"
     assert ledger.ledger_problems(settled_ledger()) == [], stopped
+    # The day-2 check, with the node still down: the missing server named with its next step.
+    run, report = health()
+    assert run.rc != 0 and run.changed == 0, run.explain()
+    down = [f for f in report["findings"] if f["severity"] == "critical" and victim.name in f["subject"]]
+    assert down and all(f["next_step"] for f in down), json.dumps(report["findings"], indent=1)
+    assert any(f["check"] == "nats_server" and "kubectl" in f["next_step"] for f in down), down

@@ -302,16 +302,16 @@ def test_deploy_creates_the_recommended_statefulset(api: client.ApiClient, deplo
     assert {p.container_port for p in nats.ports} == {4222, 6222, 8222}
     env = {e.name: e for e in nats.env}
     assert env["POD_NAME"].value_from.field_ref.field_path == "metadata.name"
-    assert env["NATS_PASSWORD"].value_from.secret_key_ref.name == f"{NAME}-auth"
     assert env["NATS_SYSTEM_PASSWORD"].value_from.secret_key_ref.name == f"{NAME}-system"
-    # Routes authenticate; their credentials are in routes.conf (a Secret), projected with
-    # nats.conf and the TLS files into one volume (swapped together), never in the env.
-    assert not [name for name in env if name.startswith("NATS_ROUTE")]
+    # Routes authenticate and clients log in with credentials in routes.conf and users.conf (a
+    # Secret), projected with nats.conf and the TLS files into one volume (swapped together),
+    # never in the env: a changed password is a reload.
+    assert not [name for name in env if name.startswith(("NATS_ROUTE", "NATS_PASSWORD"))]
     [config_volume] = [v for v in pod.volumes if v.name == "config"]
     sources = config_volume.projected.sources
     assert sources[0].config_map.name == f"{NAME}-config"
     assert sources[1].secret.name == f"{NAME}-routes"
-    assert [i.key for i in sources[1].secret.items] == ["routes.conf", "revision.conf"]
+    assert [i.key for i in sources[1].secret.items] == ["routes.conf", "users.conf", "revision.conf"]
     assert sources[2].secret.name == f"{NAME}-tls" and sources[2].secret.optional is True
     # The pods roll for what nats-server cannot reload, and never carry a value for it.
     annotations = sts.spec.template.metadata.annotations
@@ -366,9 +366,9 @@ def test_nats_conf_in_the_configmap_is_accepted_by_nats_server(api: client.ApiCl
     core = client.CoreV1Api(api)
     conf = core.read_namespaced_config_map(f"{NAME}-config", NS).data["nats.conf"]
     secret = core.read_namespaced_secret(f"{NAME}-auth", NS)
-    assert "tapio-lab-secret" not in conf
-    assert "password: $NATS_PASSWORD" in conf and "password: $NATS_SYSTEM_PASSWORD" in conf
-    assert 'include "routes.conf"' in conf and 'include "revision.conf"' in conf
+    assert "tapio-lab-secret" not in conf and "authorization {" not in conf
+    assert "password: $NATS_SYSTEM_PASSWORD" in conf
+    assert 'include "routes.conf"' in conf and 'include "revision.conf"' in conf and 'include "users.conf"' in conf
     # JetStream file store sized from the 10Gi claim (90 %), memory store 64Mi.
     assert f"max_file_store: {10 * 2**30 * 90 // 100}" in conf
     assert f"max_memory_store: {64 * 2**20}" in conf
@@ -376,7 +376,7 @@ def test_nats_conf_in_the_configmap_is_accepted_by_nats_server(api: client.ApiCl
     path = tmp_path / "nats.conf"
     path.write_text(conf)
     routes = core.read_namespaced_secret(f"{NAME}-routes", NS).data
-    for key in ("routes.conf", "revision.conf"):
+    for key in ("routes.conf", "users.conf", "revision.conf"):
         (tmp_path / key).write_text(base64.b64decode(routes[key]).decode())
     route_password = base64.b64decode(routes["password"]).decode()
     password = base64.b64decode(secret.data["NATS_PASSWORD"]).decode()
@@ -385,6 +385,13 @@ def test_nats_conf_in_the_configmap_is_accepted_by_nats_server(api: client.ApiCl
     assert len({route_password, system_password, password}) == 3
     assert re.fullmatch(r"[A-Za-z0-9]{32}", route_password) and re.fullmatch(r"[A-Za-z0-9]{32}", system_password)
     assert route_password not in conf and system_password not in conf
+    # The users with their passwords quoted (the lab's ebpf collector's has spaces and quotes in
+    # it, and starts with digits), each workload with its own user, in the Secret alone.
+    users_conf = (tmp_path / "users.conf").read_text()
+    ebpf_password = base64.b64decode(core.read_namespaced_secret(f"{NAME}-auth-tapio-ebpf-collector", NS)
+                                     .data["NATS_PASSWORD"]).decode()
+    assert f"password: {json.dumps(password)}" in users_conf and f"password: {json.dumps(ebpf_password)}" in users_conf
+    assert '"' in ebpf_password and " " in ebpf_password
     routes_conf = (tmp_path / "routes.conf").read_text()
     assert f"nats://route:{route_password}@{NAME}-1.{NAME}-headless.{NS}.svc:6222" in routes_conf
     assert re.search(r'"tapio.io/config-revision": "[0-9a-f]{16}"', (tmp_path / "revision.conf").read_text())
@@ -401,10 +408,10 @@ def test_nats_conf_in_the_configmap_is_accepted_by_nats_server(api: client.ApiCl
         else:
             assert password not in entry.value and system_password not in entry.value, entry.name
             env[entry.name] = entry.value
-    # nats-server reads the password as a config value: the pods get it quoted (the lab's ebpf
-    # collector's password has spaces and quotes in it, and starts with digits).
-    assert env["NATS_PASSWORD"] == json.dumps(password) and env["NATS_SYSTEM_PASSWORD"] == json.dumps(system_password)
-    assert '"' in env["NATS_PASSWORD_TAPIO_EBPF_COLLECTOR"] and " " in env["NATS_PASSWORD_TAPIO_EBPF_COLLECTOR"]
+    # nats-server reads the system password as a config value: the pods get it quoted. No other
+    # password is in the pods' environment (users.conf holds them, reloaded without a restart).
+    assert env["NATS_SYSTEM_PASSWORD"] == json.dumps(system_password)
+    assert not any(name.startswith("NATS_PASSWORD") for name in env), sorted(env)
     ok = subprocess.run([str(NATS_SERVER), "-t", "-c", str(path)], env=env, capture_output=True, text=True,
                         check=False)
     assert ok.returncode == 0, ok.stdout + ok.stderr
@@ -448,7 +455,8 @@ def test_nats_conf_with_tls_and_without_jetstream_is_accepted_by_nats_server(tmp
         dest = tmp_path / f"{name}.conf"
         run = playbook(HERE / "render_conf.yml", extra={**settings, "render_conf_dest": str(dest)})
         assert run.rc == 0, run.out[-3000:]
-        # The Secret's files it includes, and every $NAME it reads as the pod's env sets it.
+        # The Secret's files it includes (users.conf rendered beside it), and every $NAME it
+        # reads as the pod's env sets it.
         (tmp_path / "routes.conf").write_text('authorization { user: "route", password: "x" }\n'
                                               f'routes: ["nats://route:x@{NAME}-0.{NAME}-headless:6222"]\n')
         (tmp_path / "revision.conf").write_text('server_metadata { "tapio.io/config-revision": "0" }\n')

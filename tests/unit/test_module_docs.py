@@ -18,7 +18,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from module_utils.tapio_nats import nats_connection_argument_spec  # noqa: E402
 
 NATS_MODULES = ["nats_stream", "nats_consumer", "nats_jetstream", "nats_kv", "nats_object_store", "nats_info",
-                "nats_probe"]
+                "nats_probe", "tapio_health"]
 ALL_MODULES = sorted(p.stem for p in (REPO_ROOT / "library").glob("*.py"))
 # What each option is compared on, with the value Ansible assumes when it is not given.
 COMPARED = (("type", "str"), ("elements", None), ("choices", None), ("default", None), ("required", False),

@@ -13,6 +13,7 @@ import pytest
 
 from module_utils_loader import load_module_utils
 from fake_clock import Clock
+from engine_inputs import engine_inputs
 
 for _name in ("tapio_nats_config", "tapio_nats", "tapio_nats_session"):
     load_module_utils(_name)
@@ -88,7 +89,7 @@ def collector(mode: Optional[str] = None) -> dict[str, Any]:
 
 
 def make_engine(kube: RecordingKube, check: bool, clock: Clock, nats: Optional[RecordingNats] = None,
-                **probe: Any) -> Any:
+                options: Optional[dict[str, Any]] = None, **probe: Any) -> Any:
     params = {
         "namespace": NAMESPACE, "pipeline": {"name": "tapio-pipeline", "container": "pipeline"},
         "collectors": [{"name": "tapio-k8s-collector", "container": "k8s-collector",
@@ -101,7 +102,8 @@ def make_engine(kube: RecordingKube, check: bool, clock: Clock, nats: Optional[R
         "probe": {"definition": job(), "target": "tapio-nats.tapio:4222", "timeout": 5, "fresh": False,
                   "required": True, "simulated_node_annotation": "kwok.x-k8s.io/node", **probe},
     }
-    return engine.Engine(params, kube, nats, check, clock=clock, sleep=clock.sleep)
+    return engine.Engine(engine_inputs(**{**params, **(options or {})}), kube, nats, check, clock=clock,
+                         sleep=clock.sleep)
 
 
 # -- the probe Job ------------------------------------------------------------------------------
@@ -161,8 +163,8 @@ def test_a_probe_job_that_never_finishes_is_judged_after_its_timeout() -> None:
 def test_check_mode_creates_and_deletes_no_gate_consumer() -> None:
     nats = RecordingNats()
     run = make_engine(RecordingKube(), True, Clock(), nats)
-    run.create_gate_consumer("tapio-gate-tapio-k8s-collector", "tapio.events.k8s")
-    run.delete_consumer("tapio-gate-tapio-k8s-collector")
+    run.gates.create_gate_consumer("tapio-gate-tapio-k8s-collector", "tapio.events.k8s")
+    run.gates.delete_consumer("tapio-gate-tapio-k8s-collector")
     assert nats.calls == []
     assert [step[10:] for step in run.steps] == [
         "check mode: gate consumer TAPIO_EVENTS/tapio-gate-tapio-k8s-collector not created",
@@ -172,8 +174,8 @@ def test_check_mode_creates_and_deletes_no_gate_consumer() -> None:
 def test_a_real_run_creates_and_deletes_its_gate_consumer() -> None:
     nats = RecordingNats()
     run = make_engine(RecordingKube(), False, Clock(), nats)
-    run.create_gate_consumer("tapio-gate-tapio-k8s-collector", "tapio.events.k8s")
-    run.delete_consumer("tapio-gate-tapio-k8s-collector")
+    run.gates.create_gate_consumer("tapio-gate-tapio-k8s-collector", "tapio.events.k8s")
+    run.gates.delete_consumer("tapio-gate-tapio-k8s-collector")
     assert nats.calls == ["gate consumer tapio-gate-tapio-k8s-collector",
                           "delete consumer tapio-gate-tapio-k8s-collector"]
 
@@ -191,9 +193,9 @@ def test_a_rollout_that_stalls_fails_the_batch_gate_by_name(tmp_path: Path) -> N
     """tapio_wait's Stalled is not an EngineError: the batch must still treat it as a failed
     rollout gate (restore what it recorded, then fail naming the gate), not as a crash."""
     kube, clock = RecordingKube(collector()), Clock()
-    run = make_engine(kube, False, clock)
-    run.p.update(nats_checks=False, progress_deadline=6, full_rollback=False,
-                 state={"configmap": "tapio-migration-state", "dir": str(tmp_path), "labels": {}})
+    run = make_engine(kube, False, clock, options={
+        "nats_checks": False, "progress_deadline": 6, "full_rollback": False,
+        "state": {"configmap": "tapio-migration-state", "dir": str(tmp_path), "labels": {}}})
     with pytest.raises(engine.EngineError, match=r"^Collector\(s\) tapio-k8s-collector failed the rollout gate "
                                                  r"\(rollout of DaemonSet/tapio-k8s-collector: no progress for 6s"):
         run.collectors_batch()

@@ -1,7 +1,7 @@
 """The engine's decisions: records, batches, rollouts, percentages, permissions, the report
-diff and the ledger verdict (module_utils/tapio_workload.py and tapio_engine.py). Pure
-functions: no server is needed, or wanted, here. Waits that follow progress are
-tests/unit/test_tapio_wait.py's."""
+diff and the ledger verdict (module_utils/tapio_workload.py, tapio_gates.py and
+tapio_lab_ledger.py). Pure functions: no server is needed, or wanted, here. Waits that follow
+progress are tests/unit/test_tapio_wait.py's."""
 from __future__ import annotations
 
 import copy
@@ -16,6 +16,8 @@ for _name in ("tapio_nats_config", "tapio_nats", "tapio_kube", "tapio_nats_sessi
     load_module_utils(_name)
 tw = load_module_utils("tapio_workload")
 engine = load_module_utils("tapio_engine")
+gates = load_module_utils("tapio_gates")
+lab_ledger = load_module_utils("tapio_lab_ledger")
 private = load_module_utils("tapio_private")
 
 
@@ -220,16 +222,16 @@ def test_report_entry_lists_what_the_migration_changed() -> None:
 def test_ledger_verdict() -> None:
     clean = {"settle": {"complete": True}, "sources": {"k8s": {"emitted": 5, "lost": 0, "duplicates": 0},
                                                        "ebpf": {"emitted": 7, "lost": 0, "duplicates": 0}}}
-    assert engine.ledger_verdict(clean, "http://sim", 60).startswith(
+    assert lab_ledger.ledger_verdict(clean, "http://sim", 60).startswith(
         "0 events lost and 0 delivered twice across 2 sources (12 emitted)")
     lossy = copy.deepcopy(clean)
     lossy["sources"]["k8s"].update(lost=2, lost_ids_sample=["k8s-1", "k8s-2"], duplicates=1)
     with pytest.raises(engine.EngineError, match=r"shows: k8s: 2 lost \(e.g. k8s-1, k8s-2\); k8s: 1 delivered twice"):
-        engine.ledger_verdict(lossy, "http://sim", 60)
+        lab_ledger.ledger_verdict(lossy, "http://sim", 60)
     with pytest.raises(engine.EngineError, match="did not settle within 60s"):
-        engine.ledger_verdict({**clean, "settle": {"complete": False}}, "http://sim", 60)
+        lab_ledger.ledger_verdict({**clean, "settle": {"complete": False}}, "http://sim", 60)
     with pytest.raises(engine.EngineError, match="saw no source emit anything"):
-        engine.ledger_verdict({"settle": {"complete": True}, "sources": {}}, "http://sim", 60)
+        lab_ledger.ledger_verdict({"settle": {"complete": True}, "sources": {}}, "http://sim", 60)
 
 
 # -- the NATS probe Job --------------------------------------------------------------------
@@ -260,8 +262,8 @@ def test_job_finished_reads_only_true_terminal_conditions() -> None:
 def test_a_missing_consumer_blocks_the_drain_only_while_the_stream_holds_messages() -> None:
     """The rollback must not switch the pipeline back while events sit in the stream with no
     consumer left to deliver them; an empty stream has nothing to drain."""
-    assert engine.missing_consumer_problem("TAPIO_EVENTS", "tapio-pipeline", {"state": {"messages": 0}}) == ""
-    problem = engine.missing_consumer_problem(
+    assert gates.missing_consumer_problem("TAPIO_EVENTS", "tapio-pipeline", {"state": {"messages": 0}}) == ""
+    problem = gates.missing_consumer_problem(
         "TAPIO_EVENTS", "tapio-pipeline", {"state": {"messages": 42, "first_seq": 7, "last_seq": 48}})
     assert "TAPIO_EVENTS/tapio-pipeline does not exist" in problem
     assert "42 message(s) in stream TAPIO_EVENTS (sequences 7-48)" in problem

@@ -1,6 +1,7 @@
-"""The engine's restore path (module_utils/tapio_engine.py: Engine.restore, restore_targets,
-retire) against an in-memory API server that keeps resourceVersions the way the real one
-does: every write bumps it and a replace that carries an older one is refused with 409.
+"""The engine's restore path (module_utils/tapio_rollout.py: Workloads.restore, restore_targets;
+tapio_records.py: Records.retire) against an in-memory API server that keeps resourceVersions
+the way the real one does: every write bumps it and a replace that carries an older one is
+refused with 409.
 The real server's answers are the integration tests'
 (tests/integration/test_migration_restore_faults.py)."""
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytest
 
 from module_utils_loader import load_module_utils
 from fake_clock import Clock as FakeClock
+from engine_inputs import engine_inputs
 
 for _name in ("tapio_nats_config", "tapio_nats", "tapio_nats_session"):
     load_module_utils(_name)
@@ -21,6 +23,7 @@ kube = load_module_utils("tapio_kube")
 tw = load_module_utils("tapio_workload")
 engine = load_module_utils("tapio_engine")
 private = load_module_utils("tapio_private")
+wait = load_module_utils("tapio_wait")
 
 NATS_ENV = [{"name": "TAPIO_OUTPUT_MODE", "value": "nats"}, {"name": "NATS_URL", "value": "nats://tapio-nats:4222"}]
 
@@ -132,7 +135,7 @@ def state_configmap(*records: tuple[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def make_engine(api: FakeApi, tmp_path: Path, collectors: list[str], clock: FakeClock,
-                check: bool = False) -> Any:
+                check: bool = False, **options: Any) -> Any:
     params = {
         "namespace": "tapio", "pipeline": {"name": "tapio-pipeline", "container": "pipeline"},
         "collectors": [{"name": name, "container": "k8s-collector", "subject_prefix": "tapio.events.k8s"}
@@ -142,7 +145,7 @@ def make_engine(api: FakeApi, tmp_path: Path, collectors: list[str], clock: Fake
         "container_overrides": {}, "progress_deadline": 10, "poll_interval": 1, "rollback_mode": "restore",
         "drain": False, "consumer": "tapio-pipeline", "stream": "TAPIO_EVENTS",
     }
-    return engine.Engine(params, api, None, check, clock=clock, sleep=clock.sleep)
+    return engine.Engine(engine_inputs(**{**params, **options}), api, None, check, clock=clock, sleep=clock.sleep)
 
 
 def direct_env() -> list[dict[str, Any]]:
@@ -165,7 +168,7 @@ def test_a_409_reads_again_and_the_step_and_diff_describe_the_replace_that_was_a
 
     api.before_replace = writer
     run = make_engine(api, tmp_path, ["tapio-k8s-collector"], FakeClock())
-    assert run.restore(run.collectors[0], record) is True
+    assert run.workloads.restore(run.collectors[0], record) is True
     assert api.replaces == [("DaemonSet", "tapio-k8s-collector", 409), ("DaemonSet", "tapio-k8s-collector", 200)]
     assert any("DaemonSet/tapio-k8s-collector changed while restoring (409 Conflict); reading it again in 0.2s "
                "(attempt 1 of 5)" in step for step in run.steps), run.steps
@@ -230,7 +233,7 @@ def test_after_a_409_the_engine_lets_the_controllers_answer_before_it_reads_agai
 
     api.before_replace = writer
     run = make_engine(api, tmp_path, [], clock)
-    assert run.restore(run.pipeline, record) is True, run.steps
+    assert run.workloads.restore(run.pipeline, record) is True, run.steps
     assert [status for _, _, status in api.replaces] == [409, 409, 409, 409, 200], run.steps
     assert clock.now == pytest.approx(0.2 + 0.4 + 0.8 + 1.6)
     assert "Deployment/tapio-pipeline: recorded by an earlier version of the toolkit" in run.steps[0]
@@ -281,7 +284,7 @@ def test_a_resumed_restore_whose_rollout_is_stuck_keeps_the_record(tmp_path: Pat
     api = FakeApi(pipeline(direct_env(), rolled_out=False),
                   state_configmap(("deployment.tapio-pipeline.json", record)))
     run = make_engine(api, tmp_path, [], FakeClock())
-    with pytest.raises(engine.Stalled, match="rollout of Deployment/tapio-pipeline: no progress for 10s"):
+    with pytest.raises(wait.Stalled, match="rollout of Deployment/tapio-pipeline: no progress for 10s"):
         run.rollback()
     assert api.patches == []
     assert "deployment.tapio-pipeline.json" in api.objects[("ConfigMap", "tapio-migration-state")]["data"]
@@ -293,12 +296,15 @@ def test_the_ca_secret_must_exist_with_its_key(tmp_path: Path) -> None:
         return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "tapio-nats-ca", "namespace": "tapio"},
                 "data": data}
 
-    ca = {"name": "tapio-nats-ca", "key": "ca.crt"}
-    make_engine(FakeApi(secret({"ca.crt": "LS0t"})), tmp_path, [], FakeClock()).require_ca_secret(ca)
+    def require_ca_secret(api: FakeApi) -> None:
+        run = make_engine(api, tmp_path, [], FakeClock(), ca_secret={"name": "tapio-nats-ca", "key": "ca.crt"})
+        run.preflight_checks.require_ca_secret(run.inputs.ca_secret)
+
+    require_ca_secret(FakeApi(secret({"ca.crt": "LS0t"})))
     with pytest.raises(engine.EngineError, match=r"Secret tapio/tapio-nats-ca not found: the pods read the CA"):
-        make_engine(FakeApi(), tmp_path, [], FakeClock()).require_ca_secret(ca)
+        require_ca_secret(FakeApi())
     with pytest.raises(engine.EngineError, match=r"Secret tapio/tapio-nats-ca has no key ca.crt"):
-        make_engine(FakeApi(secret({"tls.crt": "LS0t"})), tmp_path, [], FakeClock()).require_ca_secret(ca)
+        require_ca_secret(FakeApi(secret({"tls.crt": "LS0t"})))
 
 
 def test_each_workload_secret_must_exist_with_both_keys(tmp_path: Path) -> None:
@@ -307,9 +313,10 @@ def test_each_workload_secret_must_exist_with_both_keys(tmp_path: Path) -> None:
 
     api = FakeApi(secret("auth-tapio-pipeline", {"NATS_USER": "eA==", "NATS_PASSWORD": "eA=="}),
                   secret("auth-tapio-k8s-collector", {"NATS_USER": "eA=="}))
-    run = make_engine(api, tmp_path, ["tapio-k8s-collector", "tapio-ebpf-collector"], FakeClock())
-    run.p["workload_secrets"] = {"shared": "auth", "prefix": "auth-"}
+    run = make_engine(api, tmp_path, ["tapio-k8s-collector", "tapio-ebpf-collector"], FakeClock(),
+                      workload_secrets={"shared": "auth", "prefix": "auth-"},
+                      secret={"name": "auth", "keys": ["NATS_USER", "NATS_PASSWORD"]})
     with pytest.raises(engine.EngineError) as refused:
-        run.require_secrets({"name": "auth", "keys": ["NATS_USER", "NATS_PASSWORD"]}, [run.pipeline, *run.collectors])
+        run.preflight_checks.require_secrets(run.inputs.secret, [run.pipeline, *run.collectors])
     assert str(refused.value).startswith("Secret tapio/auth-tapio-k8s-collector has no key NATS_PASSWORD; "
                                          "Secret tapio/auth-tapio-ebpf-collector not found: each must exist")

@@ -2,15 +2,15 @@
 is shown as its name and a short hash in diffs, the report and results, never as itself, while
 records and what is applied keep it; the files the toolkit writes are 0600 in 0700 directories.
 
-The engine cases run the real builders (Engine.pipeline_phase, restore, record, report and the
-report's Markdown template) on the in-memory API server of test_tapio_engine_restore."""
+The engine cases run the real builders (Engine.pipeline_phase, Workloads.restore, Records.record,
+Engine.report and the report's Markdown template) on the in-memory API server of
+test_tapio_engine_restore."""
 from __future__ import annotations
 
 import copy
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import jinja2
 
@@ -82,14 +82,12 @@ def test_every_container_of_an_object_and_its_last_applied_annotation_are_redact
 
 
 # -- the real builders: diffs, results and the report never carry the value ----------------------
-def engine_params(run: Any) -> None:
-    run.p.update({"env": NATS_ENV, "workload_secrets": {}, "nats_checks": False, "nats_value": "nats"})
+ENGINE_OPTIONS = {"env": NATS_ENV, "workload_secrets": {}, "nats_checks": False, "nats_value": "nats"}
 
 
 def test_the_switch_diff_shows_no_literal_value(tmp_path: Path) -> None:
     api = FakeApi(pipeline(SECRET_ENV, rolled_out=True), state_configmap())
-    run = make_engine(api, tmp_path, [], FakeClock(), check=True)
-    engine_params(run)
+    run = make_engine(api, tmp_path, [], FakeClock(), check=True, **ENGINE_OPTIONS)
     run.pipeline_phase()
     text = json.dumps(run.diff)
     assert run.diff and API_KEY not in text and "nats://tapio-nats:4222" not in text
@@ -107,7 +105,7 @@ def test_a_restore_applies_the_value_and_its_diff_and_steps_show_only_its_hash(t
     live["metadata"]["annotations"] = {LAST_APPLIED: json.dumps(collector(SECRET_ENV + NATS_ENV))}
     api = FakeApi(live, state_configmap(("daemonset.tapio-k8s-collector.json", record)))
     run = make_engine(api, tmp_path, ["tapio-k8s-collector"], FakeClock())
-    assert run.restore(run.collectors[0], record) is True
+    assert run.workloads.restore(run.collectors[0], record) is True
     applied = api.objects[("DaemonSet", "tapio-k8s-collector")]
     assert applied["spec"]["template"]["spec"]["containers"][0]["env"] == SECRET_ENV, "restored exactly"
     assert len(run.diff) == 1 and API_KEY not in json.dumps(run.diff) + json.dumps(run.steps)
@@ -121,8 +119,7 @@ def test_the_report_and_its_markdown_show_no_literal_value(tmp_path: Path) -> No
     pipe = pipeline(SECRET_ENV, rolled_out=True)
     api = FakeApi(live, pipe, state_configmap(("daemonset.tapio-k8s-collector.json", record),
                                               ("deployment.tapio-pipeline.json", tw.record_of(pipe))))
-    run = make_engine(api, tmp_path, ["tapio-k8s-collector"], FakeClock())
-    engine_params(run)
+    run = make_engine(api, tmp_path, ["tapio-k8s-collector"], FakeClock(), **ENGINE_OPTIONS)
     result = run.report()
     report = result["report"]
     text = json.dumps(result)
@@ -161,7 +158,7 @@ def test_records_are_written_0600_in_0700_directories(tmp_path: Path) -> None:
     state = tmp_path / "artifacts" / "state"
     api = FakeApi(collector(SECRET_ENV), state_configmap())
     run = make_engine(api, state, ["tapio-k8s-collector"], FakeClock())
-    run.record(run.collectors, {"tapio-k8s-collector": collector(SECRET_ENV)})
+    run.records.record(run.collectors, {"tapio-k8s-collector": collector(SECRET_ENV)})
     written = sorted((state / "tapio").iterdir())
     assert [path.name for path in written] == ["daemonset-tapio-k8s-collector.json",
                                                "daemonset-tapio-k8s-collector.provenance.json"]
@@ -175,7 +172,7 @@ def test_an_open_state_directory_of_an_earlier_version_is_closed_when_recording(
     os.chmod(tmp_path / "tapio", 0o755)
     api = FakeApi(collector(SECRET_ENV), state_configmap())
     run = make_engine(api, tmp_path, ["tapio-k8s-collector"], FakeClock())
-    run.record(run.collectors, {"tapio-k8s-collector": collector(SECRET_ENV)})
+    run.records.record(run.collectors, {"tapio-k8s-collector": collector(SECRET_ENV)})
     assert mode(tmp_path / "tapio") == "0o700"
     assert any("private (mode 0700)" in step for step in run.steps), run.steps
 
