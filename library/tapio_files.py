@@ -83,11 +83,10 @@ files:
 """
 
 import os
-import tempfile
 from typing import Any, Optional
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.tapio_private import make_private_dirs
+from ansible.module_utils.tapio_private import make_private_dirs, write_atomically
 
 
 def current_text(path: str) -> Optional[str]:
@@ -96,21 +95,6 @@ def current_text(path: str) -> Optional[str]:
             return handle.read()
     except FileNotFoundError:
         return None
-
-
-def write_atomically(path: str, text: str, mode: int) -> None:
-    directory = os.path.dirname(path)
-    # mkstemp creates the file 0600: nobody else can read it before the chmod to *mode*.
-    handle, temporary = tempfile.mkstemp(prefix=".tapio-", dir=directory)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
 
 
 def problems_of(files: list[dict[str, Any]]) -> list[str]:

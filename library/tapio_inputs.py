@@ -18,7 +18,7 @@ description:
     stream, overlapping another collector's) and URLs, the NATS users the nats phase creates,
     control characters in passwords, a malformed C(tapio_nats_url), an unset
     C(tapio_kube_context), the collectors' rollout order and batch size, a lock duration under
-    10 seconds, or a kubeconfig that
+    30 seconds, or a kubeconfig that
     does not exist on the control node.
   - Each option is the inventory variable of the same name with the C(tapio_) prefix (and
     O(nats_cluster_method) the nats_cluster role's); leave unset what the inventory does not set.
@@ -121,7 +121,7 @@ options:
     description: C(tapio_collectors_batch_size); a whole number of at least 1.
     type: raw
   lock_duration:
-    description: C(tapio_lock_duration), seconds; at least 10.
+    description: C(tapio_lock_duration), seconds; at least 30.
     type: raw
 notes:
   - Supports check mode (it only reads, and runs the same).

@@ -17,6 +17,12 @@ description:
     O(gate.timeout) for the NATS gates), not after a fixed total.
   - Pre-migration records are kept in the state ConfigMap and as local files under
     O(state.dir); an existing record is never overwritten and a migrated spec is never recorded.
+    Beside each record, its written record names the env entries, pod template annotations and
+    container fields the switch wrote, with their values; each key's SHA-256 is kept in Secret
+    C(<state.configmap>-digests).
+  - A restore reverts only what the toolkit wrote and nobody changed since, keeps every other
+    change and lists it (RV(kept_changes)); it refuses, before any change, a record of an earlier
+    incarnation of its workload (another uid) and one whose digest is missing or differs.
   - Kubernetes calls retry 429, 5xx and connection errors, bounded and logged; a restore
     that meets a 409 conflict waits briefly, re-reads the object and decides again from it
     (at most 5 attempts). JetStream API timeouts and no-responders (a leader election) are
@@ -49,15 +55,23 @@ options:
         gates or during the restore of a failed gate) is gated again, not switched again.
       - C(verify) checks output modes, rollouts and the pipeline consumer's lag.
       - C(rollback) returns the collectors, waits for the consumer to drain, then the pipeline
-        (O(rollback_mode)).
+        (O(rollback_mode)), and retires their records; returns RV(kept_changes).
       - C(report) returns RV(report), each workload against its record, and RV(nats_snapshot).
       - C(ledger) reads the lab simulator's event ledger at O(ledger_url) and fails on any lost
         or duplicated event.
       - C(requirements) checks that the Python libraries every phase needs (kubernetes, nats-py)
         can be imported where the engine runs and returns their versions (RV(libraries)).
-      - C(lock) takes the run's Lease (O(lock)) in O(namespace) - acquires it, renews it, or takes
-        over one that expired - and returns its holder (RV(holder)); fails naming the holder when
-        another run holds it. C(unlock) deletes it when this run holds it. Neither counts as a change.
+      - C(lock) takes the run's Lease (O(lock)) in O(namespace) and returns its holder (RV(holder)).
+        A Lease another run holds is watched on this runner's monotonic clock (never compared with
+        the other machine's timestamps) - refused, naming its holder, at the first renewal seen;
+        taken over only once none was seen for its whole leaseDurationSeconds (check mode watches
+        and refuses the same way, and writes nothing). Then it starts a renewer process that
+        renews the Lease at most a third of its duration apart (every 10 s at most) for as long
+        as ansible-playbook runs, and stops the run (SIGINT to ansible-playbook, the reason on
+        its stderr) when the Lease is deleted, taken, or cannot be renewed. C(unlock) stops the
+        renewer, then deletes the Lease when this run holds it.
+        Neither counts as a change. Both run only inside ansible-playbook, through the project's
+        action plugin.
     type: str
     required: true
     choices: [preflight, probe, pipeline, collectors_plan, collectors_batch, verify, rollback, report, ledger,
@@ -294,7 +308,9 @@ options:
     type: str
     default: nats
   rollback_mode:
-    description: C(rollback) - C(switch) sets direct mode; C(restore) re-applies the records.
+    description:
+      - C(rollback) - C(switch) sets direct mode and retires the records; C(restore) re-applies what the
+        toolkit wrote to its records, entry by entry, and retires them.
     type: str
     choices: [switch, restore]
     default: switch
@@ -321,8 +337,9 @@ options:
   lock:
     description:
       - The run's Lease; each key has its default when left out.
-      - With a O(lock.holder), every phase renews the Lease first and fails, changing nothing, when
-        another run holds it.
+      - With a O(lock.holder), every phase first checks that the run's renewer still holds the
+        Lease (and the API that it is still this run's) and fails, changing nothing, when it was
+        lost; its waits stop the same way.
     type: dict
     suboptions:
       name:
@@ -334,7 +351,7 @@ options:
         type: str
         default: ""
       duration:
-        description: Its leaseDurationSeconds.
+        description: Its leaseDurationSeconds; at least 30.
         type: int
         default: 900
 notes:
@@ -404,9 +421,20 @@ gated:
   returned: phase collectors_batch
   type: list
   elements: str
+kept_changes:
+  description:
+    - "C(rollback) - each entry a restore kept as it is live, because someone other than the toolkit changed
+      it since the migration (an env entry or pod template annotation the toolkit wrote and someone changed,
+      one it never wrote that differs from the record, any other changed field), one line each
+      (C(<Kind> <namespace>/<name>: <what> (<how>))). Names only, never values. Empty for mode C(switch)."
+  returned: phase rollback
+  type: list
+  elements: str
+  sample: ["DaemonSet tapio/tapio-k8s-collector: env LOG_LEVEL (changed since the migration, kept)"]
 report:
   description:
-    - C(report) - namespace, workloads (kind, name, env added/removed/changed, before, after), changed.
+    - C(report) - namespace, workloads (kind, name, env added/removed/changed, before, after,
+      C(kept_on_restore) - what a restore would keep now, worded as RV(kept_changes)), changed.
     - Literal env values are shown as C(<redacted sha256:...>).
   returned: phase report
   type: dict
@@ -419,7 +447,7 @@ nats_snapshot:
 holder:
   description:
     - C(lock), C(unlock) - the holder identity of this run's Lease (user@host, pid, a unique run id).
-    - Empty for C(lock) in check mode, which takes no Lease (so nothing renews one).
+    - Empty for C(lock) in check mode, which takes no Lease and starts no renewer.
   returned: phases lock and unlock
   type: str
 libraries:
@@ -438,17 +466,23 @@ diff:
   type: list
 """
 
+import contextlib
 import importlib.metadata
 import json
+import os
 import time
 import traceback
-from typing import Any
+from typing import Any, Callable
 
 from ansible.module_utils.tapio_engine import Engine, EngineError, EngineInputs
 from ansible.module_utils.tapio_kube import (
     KUBE_CONNECTION_SPEC, KUBERNETES_IMPORT_ERROR, KUBERNETES_REQUIREMENT, Kube, KubeError)
 from ansible.module_utils.tapio_lab_ledger import ledger_verdict
-from ansible.module_utils.tapio_lease import KeepAlive, LeaseHeld, Lock, new_holder
+from ansible.module_utils.tapio_lease import (
+    MINIMUM_DURATION, LeaseHeld, Lock, new_holder, renew_interval)
+from ansible.module_utils.tapio_lease_renewer import (
+    RenewerError, controller_stderr, spawn, start_renewer, stop_renewer)
+from ansible.module_utils.tapio_lease_state import LOST, LockGuard, state_path
 from ansible.module_utils.tapio_nats import NatsModuleError, exit_with_result, nats_module
 from ansible.module_utils.tapio_nats_session import NatsSession
 from ansible.module_utils.tapio_wait import Stalled
@@ -581,27 +615,91 @@ def run_phase(engine: Engine, phase: str) -> dict[str, Any]:
 
 def lease_of(kube: Kube, params: dict[str, Any], steps: list[str]) -> Lock:
     lock = params["lock"]
-    return Lock(kube, params["namespace"], lock["name"], lock["holder"], int(lock["duration"]), log=steps.append)
+    return Lock(kube, params["namespace"], lock["name"], lock["holder"], int(lock["duration"]), log=steps.append,
+                progress=live_line())
+
+
+def lock_file(params: dict[str, Any]) -> str:
+    return state_path(params["state"]["dir"], params["namespace"], params["lock"]["name"])
+
+
+def live_line() -> Callable[[str], None]:
+    """A line the person running the playbook sees at once, while the lock phase watches
+    another run's Lease for minutes: Ansible's display, which a worker forwards to
+    ansible-playbook. A no-op where Ansible's controller code is absent."""
+    try:
+        from ansible.utils.display import Display
+    except ImportError:
+        return lambda _line: None
+    display = Display()
+    return lambda line: display.display(f"tapio lock: {line}", stderr=True)
+
+
+def take_lock(module: Any, params: dict[str, Any], lock: Lock, steps: list[str]) -> None:
+    """Take the Lease, then start the renewer that keeps it for as long as ansible-playbook
+    (this worker's parent) runs; a renewer that does not start releases the Lease again."""
+    lock.take(module.check_mode)
+    if module.check_mode:
+        return
+    controller = os.getppid()
+    state = {"holder": lock.holder, "namespace": lock.namespace, "name": lock.name, "duration": lock.duration,
+             "kubeconfig": params["kubeconfig"], "context": params["context"], "watch_pid": controller,
+             "lease": lock.lease, "renewed_monotonic": lock.written_at}
+    try:
+        found = start_renewer(lock_file(params), state, lambda path: spawn(path, controller_stderr(controller)))
+    except (RenewerError, OSError) as error:
+        released = False
+        with contextlib.suppress(KubeError):  # else it lapses: nothing renews it
+            released = lock.release()
+        raise RenewerError(f"{error}; {lock.label} {'released again' if released else 'left to lapse'}, nothing "
+                           "was changed") from None
+    steps.append(f"renewer pid {found['pid']} renews {lock.label} every {renew_interval(lock.duration):g}s while "
+                 f"ansible-playbook (pid {controller}) runs; its state: {lock_file(params)}")
+
+
+def release_lock(params: dict[str, Any], lock: Lock, steps: list[str]) -> None:
+    """Stop the renewer, then delete the Lease when it is still this run's."""
+    last = stop_renewer(lock_file(params), lock.holder)
+    if last is not None:
+        steps.append(f"renewer pid {last.get('pid')} {last.get('state')} after {last.get('renewals')} renewal(s)")
+    if last is not None and last.get("state") == LOST:
+        steps.append(f"{lock.label} not released: {last.get('reason')}")
+    elif not lock.release():
+        steps.append(f"{lock.label} is not this run's: nothing to release")
 
 
 def run_lock_phase(module: Any, params: dict[str, Any], steps: list[str]) -> None:
     """lock or unlock; exits the module. The Lease is coordination, never a change to report."""
+    duration = int(params["lock"]["duration"])
+    if params["phase"] == "lock" and duration < MINIMUM_DURATION:
+        module.fail_json(msg=f"tapio_lock_duration (lock.duration) {duration} is below {MINIMUM_DURATION} seconds: "
+                             "the Lease is renewed every third of it and given up after two thirds without a "
+                             "renewal, which a shorter Lease cannot ride out. Nothing was changed.")
     if params["phase"] == "lock" and not params["lock"]["holder"]:
         params["lock"]["holder"] = new_holder()
     if not params["lock"]["holder"]:
         module.exit_json(changed=False, steps=["no lock holder given: nothing to release"])
     try:
-        lease = lease_of(Kube(params["kubeconfig"], params["context"], log=steps.append), params, steps)
+        lock = lease_of(Kube(params["kubeconfig"], params["context"], log=steps.append), params, steps)
         if params["phase"] == "lock":
-            lease.take(module.check_mode)
+            take_lock(module, params, lock, steps)
         elif not module.check_mode:
-            lease.release()
-    except (LeaseHeld, KubeError) as error:
+            release_lock(params, lock, steps)
+    except (LeaseHeld, KubeError, RenewerError) as error:
         module.fail_json(msg=str(error), steps=steps)
-    # A check run takes no Lease, so it has no holder to renew: its engine calls (reads run
-    # for real even in --check) must not take the missing Lease for a lost one.
+    # A check run takes no Lease, so it has no holder: its engine calls (reads run for real
+    # even in --check) must not take the missing Lease for a lost one.
     holder = "" if module.check_mode and params["phase"] == "lock" else params["lock"]["holder"]
     module.exit_json(changed=False, holder=holder, steps=steps)
+
+
+def guarded_sleep(kube: Kube, params: dict[str, Any], steps: list[str]) -> Callable[[float], None]:
+    """The sleep of a locked run's engine call: it starts only while the renewer holds the
+    Lease and the API says it is still this run's, and every wait stops once it is lost."""
+    guard = LockGuard(lock_file(params), params["lock"]["holder"], int(params["lock"]["duration"]))
+    guard.check()
+    lease_of(kube, params, steps).confirm()
+    return guard.sleep
 
 
 def main() -> None:
@@ -634,11 +732,7 @@ def main() -> None:
         check_targets(params)
         inputs = EngineInputs.from_params(params)
         kube = Kube(params["kubeconfig"], params["context"], log=steps.append)
-        sleep = time.sleep
-        if params["lock"]["holder"]:  # every call of a locked run renews the run's Lease, and every wait
-            lease = lease_of(kube, params, steps)
-            lease.renew(module.check_mode)
-            sleep = KeepAlive(lease, module.check_mode).sleep
+        sleep = guarded_sleep(kube, params, steps) if params["lock"]["holder"] else time.sleep
         nats = NatsSession(params, log=steps.append)
         engine = Engine(inputs, kube, nats, module.check_mode, sleep=sleep, steps=steps)
         result = run_phase(engine, phase)

@@ -63,6 +63,8 @@ options:
   dest:
     description:
       - Path of the PNG. Its directory must exist. Without it only the summary is returned.
+      - Replaced atomically (a temporary file beside it, then a rename), mode 0600 unless
+        O(mode) says otherwise.
     type: path
   title:
     description: Title of the figure.
@@ -206,7 +208,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import traceback
 from datetime import datetime, timezone
 from typing import Any, NoReturn, Optional
@@ -222,6 +223,7 @@ from ansible.module_utils.tapio_timeline import (
     summarise,
 )
 from ansible.module_utils.tapio_http import http_get
+from ansible.module_utils.tapio_private import write_atomically
 
 MATPLOTLIB_IMPORT_ERROR: Optional[str] = None
 try:
@@ -346,10 +348,8 @@ def write_if_changed(module: AnsibleModule, dest: str, data: bytes) -> bool:
     directory = os.path.dirname(dest) or "."
     if not os.path.isdir(directory):
         module.fail_json(msg=f"the directory of dest {dest} does not exist")
-    handle, tmp = tempfile.mkstemp(prefix=".tapio_timeline.", suffix=".png", dir=directory)
-    with os.fdopen(handle, "wb") as out:
-        out.write(data)
-    module.atomic_move(tmp, dest)
+    # 0600 like every artifact; the task's mode and other file options are applied after.
+    write_atomically(dest, data)
     return True
 
 

@@ -130,12 +130,12 @@ renewed:
 
 import ipaddress
 import os
-import tempfile
 import traceback
 from dataclasses import dataclass
 from typing import Any, Optional
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.tapio_private import write_atomically
 
 TLS_IMPORT_ERROR: Optional[str] = None
 try:
@@ -219,19 +219,6 @@ def read_optional(path: str) -> Optional[bytes]:
             return handle.read()
     except FileNotFoundError:
         return None
-
-
-def write_atomically(path: str, data: bytes, mode: int) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=".tapio-", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(handle, "wb") as out:
-            os.fchmod(out.fileno(), mode)
-            out.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
 
 
 def pair_writes(cert_path: str, key_path: str, pair: KeyPair, reason: str) -> list[Write]:

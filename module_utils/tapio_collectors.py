@@ -66,6 +66,9 @@ class CollectorSwitch(EnginePart):
             for target, _ in changes:
                 self.gates.create_gate_consumer(self.gates.gate_consumer(target), target.subject_prefix)
         for target, patch in changes:
+            self.workloads.records.write_switch(target, live[target.name], self.env(target),
+                                                self.inputs.pod_annotations.get(target.name),
+                                                self.inputs.container_overrides.get(target.name))
             self.workloads.apply_patch(target, live[target.name], patch, self.env(target))
 
     def fail_batch(self, failed: list[Target], gate: str, error: BaseException, gates: bool) -> None:

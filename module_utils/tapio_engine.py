@@ -112,6 +112,7 @@ class Engine:
         env = workload_env(list(self.inputs.env), self.pipeline.name, self.inputs.workload_secrets.as_dict())
         patch = switch_patch(live[self.pipeline.name], self.pipeline.container, env)
         if patch:
+            self.records.write_switch(self.pipeline, live[self.pipeline.name], env)
             self.workloads.apply_patch(self.pipeline, live[self.pipeline.name], patch, env)
         else:
             self.log(f"{self.pipeline.label} already consumes from NATS")
@@ -219,7 +220,12 @@ class Engine:
         return {}
 
     def rollback(self) -> dict[str, Any]:
-        """Collectors back first, then wait for the pipeline's consumer to drain, then the pipeline."""
+        """Collectors back first, then wait for the pipeline's consumer to drain, then the pipeline.
+        A restore first judges every record (its workload's incarnation, its digests), so a record
+        it refuses stops the rollback before any workload changes; ``kept_changes`` lists what
+        the restores kept as others changed it since the migration."""
+        if self.inputs.rollback_mode == "restore":
+            self.workloads.check_restorable([*self.collectors, self.pipeline])
         self.workloads.rollback_targets(self.collectors)
         if self.inputs.drain and not self.check:
             self.gates.wait_drained()
@@ -227,15 +233,17 @@ class Engine:
             self.log(f"drain not checked (tapio_rollback_drain false): the pipeline goes back without checking that "
                      f"consumer {self.inputs.consumer} has nothing pending; events still in the stream stay there")
         self.workloads.rollback_targets([self.pipeline])
-        return {}
+        return {"kept_changes": list(self.workloads.kept_changes)}
 
     def report(self) -> dict[str, Any]:
         """Each workload against its record, and the NATS counters at report time."""
         targets = [self.pipeline, *self.collectors]
         live = self.workloads.read_all(targets)
         plan = self.records.load_records(targets, live)
-        workloads = [report_entry(e["target"].kind, e["target"].name, e["target"].container, e["source"], e["record"],
-                                  live[name], self.run.mode_env, e["provenance"] if e["source"] != "live" else None)
+        workloads = [{**report_entry(e["target"].kind, e["target"].name, e["target"].container, e["source"],
+                                     e["record"], live[name], self.run.mode_env,
+                                     e["provenance"] if e["source"] != "live" else None),
+                      "kept_on_restore": self.workloads.kept_on_restore(e, live[name])}
                      for name, e in plan.items() if e["source"] != "none"]
         nats_checks = self.inputs.nats_checks
         snapshot = self.gates.snapshot() if nats_checks else {}

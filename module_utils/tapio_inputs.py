@@ -7,7 +7,9 @@ Each rule is a small function of the inventory's variables (by their inventory n
 those that are set) returning the problems it finds, each a complete message naming the
 variable; ``problems_of`` runs them all. library/tapio_inputs.py only maps its options to
 those names and reports. The messages are the ones the boilerplate's tasks printed before
-this module replaced them (tests/integration/test_inputs.py checks them).
+this module replaced them (tests/integration/test_inputs.py checks them). The rules the
+nats_cluster role also checks itself (a password for every workload, a route password that
+fits a URL) are in tapio_nats_install_rules, which both call.
 """
 from __future__ import annotations
 
@@ -18,10 +20,11 @@ from typing import Any, Optional
 from ansible.module_utils.basic import missing_required_lib
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.compat.version import LooseVersion
-from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.module_utils.tapio_kube import KUBERNETES_IMPORT_ERROR, KUBERNETES_REQUIREMENT
 from ansible.module_utils.tapio_nats import NATS_IMPORT_ERROR, NATS_REQUIREMENT
 from ansible.module_utils.tapio_nats_config import subject_is_within, subjects_overlap
+# Shared with the nats_cluster role's refusals, which must hold when the role runs alone.
+from ansible.module_utils.tapio_nats_install_rules import as_bool, as_int, url_safe, without_password
 
 Inputs = dict[str, Any]
 
@@ -30,7 +33,6 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 SUBJECT_TOKENS = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
 NATS_SERVER_URL = r"^(nats|tls)://[^/]+$"
 URL_CREDENTIALS = r"^[a-z]+://([^/]*)@"
-ROUTE_PASSWORD = r"^[A-Za-z0-9._~-]+$"
 # One or more comma-separated nats:// or tls:// URLs of a host name or address and a port: the
 # value goes into pod env and, quoted, into the preflight probe's command.
 NATS_URL_LIST = r"^(nats|tls)://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?(,(nats|tls)://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?)*$"
@@ -75,22 +77,6 @@ def inventory_spec(nats_direct: bool) -> dict[str, Any]:
         "tapio_nats_servers": {"type": "list", "elements": "str", "required": nats_direct},
         "tapio_nats_reach": {"type": "str", "choices": ["direct", "kubernetes"]},
     }
-
-
-def as_bool(value: Any) -> bool:
-    """What Ansible's ``bool`` filter makes of an inventory value (anything unknown is false)."""
-    return boolean(value, strict=False)
-
-
-def as_int(value: Any) -> int:
-    """What Jinja's ``int`` filter makes of a value: "42.5" is 42, anything else 0."""
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        try:
-            return int(float(value))
-        except (TypeError, ValueError, OverflowError):
-            return 0
 
 
 def reach(inputs: Inputs) -> str:
@@ -193,9 +179,8 @@ def nats_user_problems(inputs: Inputs, host: str, with_password: list[str]) -> l
     missing: list[str] = []
     if as_bool(inputs.get("tapio_nats_component_users", False)) and as_bool(inputs.get("tapio_nats_install", True)):
         workloads = [inputs["tapio_pipeline"]["name"]] + [c["name"] for c in inputs["tapio_collectors"]]
-        missing = [name for name in workloads if name not in with_password]
-    route_password = str(inputs.get("tapio_nats_route_password") or "")
-    if not missing and (not route_password or re.match(ROUTE_PASSWORD, route_password)):
+        missing = without_password(workloads, with_password)
+    if not missing and url_safe(inputs.get("tapio_nats_route_password") or "", may_be_empty=True):
         return []
     return [USERS_MESSAGE.format(host=host, missing=", ".join(missing) or "none")]
 
@@ -272,12 +257,14 @@ def collector_order_problems(inputs: Inputs, host: str) -> list[str]:
     return problems
 
 
-MINIMUM_LOCK_DURATION = 10
+# tapio_lease.MINIMUM_DURATION (not imported: that module needs the kubernetes library, which
+# this check may be the one to find missing); a unit test keeps the two equal.
+MINIMUM_LOCK_DURATION = 30
 
 
 def lock_duration_problems(inputs: Inputs, host: str) -> list[str]:
-    """The run's Lease is renewed every third of its duration while a call waits; below a few
-    seconds one Kubernetes API call could outlast it."""
+    """The run's Lease is renewed every third of its duration (10 s at most) and given up after
+    two thirds without a renewal: below 30 s a slow API server could cost the run its Lease."""
     duration = inputs.get("tapio_lock_duration")
     if duration is None or (not isinstance(duration, bool) and str(duration).strip().isdigit()
                             and int(str(duration)) >= MINIMUM_LOCK_DURATION):

@@ -11,14 +11,18 @@ itself never. Redaction is for display only: records and what is applied to the 
 keep every value, so a restore stays byte-identical.
 
 Files under the artifacts directory (records, the report) are written 0600 and the
-directories made for them 0700.
+directories made for them 0700. Every file the toolkit keeps is written by
+``write_atomically``: a reader (or the next run, after a crash) finds the old content or the
+new, never part of one.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import os
-from typing import Any
+import tempfile
+from typing import Any, Union
 
 ARTIFACT_FILE_MODE = 0o600
 ARTIFACT_DIR_MODE = 0o700
@@ -101,10 +105,28 @@ def make_private_dir(path: str) -> bool:
     return True
 
 
+def write_atomically(path: str, data: Union[str, bytes], mode: int = ARTIFACT_FILE_MODE,
+                     replace: bool = True) -> None:
+    """Write *data* (text as UTF-8) to *path* with *mode*, whatever the umask: into a temporary
+    file beside it, which mkstemp creates 0600 (nobody else can read it before its chmod), then
+    renamed over *path* in one step. With ``replace=False`` an existing *path* is kept and
+    FileExistsError raised: the file appears whole or not at all (a hard link), and what is
+    there is never overwritten."""
+    handle, temporary = tempfile.mkstemp(prefix=".tapio-", dir=os.path.dirname(path) or ".")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            os.fchmod(out.fileno(), mode)
+            out.write(data.encode("utf-8") if isinstance(data, str) else data)
+        if replace:
+            os.replace(temporary, path)
+        else:
+            os.link(temporary, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+
+
 def write_private_file(path: str, text: str) -> None:
-    """Create *path* (it must not exist) with mode 0600 and write *text*: the file is never
-    readable by others, not even between its creation and a chmod."""
-    handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, ARTIFACT_FILE_MODE)
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        os.fchmod(out.fileno(), ARTIFACT_FILE_MODE)  # the umask may have taken owner bits
-        out.write(text)
+    """Create *path* (it must not exist) with mode 0600 and write *text*, atomically: a record
+    is never overwritten, and an interrupted run leaves no half-written one."""
+    write_atomically(path, text, ARTIFACT_FILE_MODE, replace=False)

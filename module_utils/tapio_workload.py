@@ -158,6 +158,8 @@ def without_toolkit_fields(obj: dict[str, Any], container: str, override_keys: t
     out = copy.deepcopy(obj)
     template = (out.get("spec") or {}).get("template") or {}
     (template.get("metadata") or {}).pop("annotations", None)
+    if template.get("metadata") == {}:  # held only annotations: the same as a template without metadata
+        template.pop("metadata")
     for candidate in (template.get("spec") or {}).get("containers") or []:
         if candidate.get("name") == container:
             for key in ("env", *override_keys):
@@ -223,14 +225,21 @@ def restore_of(workload: dict[str, Any], record: dict[str, Any], container: Opti
         needed = restore.get("spec") != live.get("spec")
     else:
         restore = copy.deepcopy(record)
-    meta = restore.setdefault("metadata", {})
+    return needed, with_live_server_metadata(restore, workload), drifted
+
+
+def with_live_server_metadata(definition: dict[str, Any], workload: dict[str, Any]) -> dict[str, Any]:
+    """*definition* (changed in place) with the live object's server-managed annotations and
+    resourceVersion: the API server refuses a replace without the one it holds (409), and the
+    controllers' annotations are theirs."""
+    meta = definition.setdefault("metadata", {})
     live_meta = workload.get("metadata", {})
     kept = {k: v for k, v in (live_meta.get("annotations") or {}).items() if k in SERVER_ANNOTATIONS}
     if kept:
         meta["annotations"] = {**(meta.get("annotations") or {}), **kept}
     if live_meta.get("resourceVersion"):
         meta["resourceVersion"] = live_meta["resourceVersion"]
-    return needed, restore, drifted
+    return definition
 
 
 def compute(workload: dict[str, Any], container: str, env: list[dict[str, Any]], mode_env: str,

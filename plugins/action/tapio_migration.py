@@ -47,14 +47,19 @@ MODULE_UTILS_DIR = REPO_ROOT / "module_utils"
 # exactly as a module process would see them.
 PROJECT_MODULE_UTILS = (
     "tapio_wait", "tapio_http", "tapio_nats_config", "tapio_nats", "tapio_nats_probe", "tapio_nats_health",
-    "tapio_kube", "tapio_inputs", "tapio_kube_forward", "tapio_nats_session", "tapio_private", "tapio_workload",
-    "tapio_stream_health", "tapio_health_findings", "tapio_lease", "tapio_engine_inputs", "tapio_engine_run",
-    "tapio_records", "tapio_rollout", "tapio_gates", "tapio_collectors", "tapio_preflight", "tapio_probe_job",
+    "tapio_kube", "tapio_nats_install_rules", "tapio_inputs", "tapio_kube_forward", "tapio_nats_session",
+    "tapio_private", "tapio_workload", "tapio_stream_health", "tapio_health_findings", "tapio_lease",
+    "tapio_lease_state", "tapio_lease_renewer", "tapio_engine_inputs", "tapio_engine_run", "tapio_owned",
+    "tapio_record_digests", "tapio_records", "tapio_rollout", "tapio_gates", "tapio_collectors", "tapio_preflight",
+    "tapio_probe_job",
     "tapio_lab_ledger", "tapio_engine", "tapio_timeline", "tapio_apply", "tapio_jetstream_fields",
     "tapio_jetstream", "tapio_jetstream_buckets", "tapio_jetstream_drift",
 )
 # Present in sys.modules once _freeze_before_forks has registered its fork hook.
 FORK_HOOK_MARK = "tapio_in_process_library.freeze_before_forks"
+# "<controller pid>:<fd>", a copy of ansible-playbook's stderr for the lock's renewer (the same
+# name as CONTROLLER_STDERR_ENV in module_utils/tapio_lease_renewer.py).
+CONTROLLER_STDERR_ENV = "TAPIO_CONTROLLER_STDERR"
 # Loaded only for the module that needs them: tapio_tls imports cryptography's x509 (50 ms),
 # which no migrate or rollback task uses.
 MODULE_UTILS_OF_ONE_MODULE = {"tapio_tls_certificates": ("tapio_tls",)}
@@ -96,7 +101,20 @@ def _preload() -> None:
         lookup_loader.get("ansible.builtin.env")
         get_module_encoder("legacy", Direction.CONTROLLER_TO_MODULE)
         get_module_decoder("legacy", Direction.MODULE_TO_CONTROLLER)
+    _share_controller_stderr()
     _freeze_before_forks()
+
+
+def _share_controller_stderr() -> None:
+    """A copy of ansible-playbook's stderr that its workers inherit (they are forks; each
+    worker's own stdio is /dev/null). The lock phase hands it to the renewer process it starts
+    (module_utils/tapio_lease_renewer.py), so that a run stopped because its Lease was lost
+    says why where the user reads the run. Tagged with this process's pid: an ansible-playbook
+    started from a task inherits the variable, not the descriptor."""
+    if os.environ.get(CONTROLLER_STDERR_ENV, "").startswith(f"{os.getpid()}:"):
+        return
+    with contextlib.suppress(OSError):
+        os.environ[CONTROLLER_STDERR_ENV] = f"{os.getpid()}:{os.dup(2)}"
 
 
 def _freeze_before_forks() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -195,6 +194,39 @@ def test_an_upgrade_made_while_migrated_survives_a_restore(lab: MigrationLab) ->
     recorded = next(c for c in record["spec"]["template"]["spec"]["containers"] if c["name"] == container)
     assert owned["image"] == image
     assert owned.get("env") == recorded.get("env")
+    again = lab.migrate()
+    assert again.rc == 0, again.explain()
+
+
+def test_a_restore_keeps_the_env_and_annotations_others_changed_and_lists_them(
+        lab: MigrationLab, originals: dict[str, dict]) -> None:
+    """While migrated, someone adds an env entry (an API key), changes one the toolkit wrote
+    (LOG_LEVEL) and annotates the pod template: the restore puts back what the toolkit wrote
+    and still holds its value, keeps the three changes and lists each; migrate again."""
+    name = "tapio-systemd-collector"
+    container = CONTAINERS[name]
+    lab.apps.patch_namespaced_daemon_set(name, lab.namespace, {"spec": {"template": {
+        "metadata": {"annotations": {"team.example.com/owner": "observability"}},
+        "spec": {"containers": [{"name": container, "env": [{"name": "API_KEY", "value": "rotated-while-migrated"},
+                                                             {"name": "LOG_LEVEL", "value": "trace"}]}]}}}})
+    lab.settled_resource_versions()
+    restored = lab.rollback("restore")
+    assert restored.rc == 0, restored.explain()
+    for kept in ("env API_KEY (added since the migration, kept)", "env LOG_LEVEL (changed since the migration, kept)",
+                 "annotation team.example.com/owner (added since the migration, kept)"):
+        assert any(f"{lab.namespace}/{name}" in line and kept in line for line in restored.stdout.splitlines()), \
+            f"{kept!r} not listed\n{restored.explain()}"
+    env = lab.env(name)
+    original = originals[name]
+    original_env = {e["name"]: e.get("value", e.get("valueFrom")) for c in original["spec"]["template"]["spec"]["containers"]
+                    if c["name"] == container for e in c.get("env") or []}
+    assert env == {**original_env, "API_KEY": "rotated-while-migrated", "LOG_LEVEL": "trace"}, env
+    annotations = (lab.daemonset(name)["spec"]["template"].get("metadata") or {}).get("annotations") or {}
+    original_annotations = (original["spec"]["template"].get("metadata") or {}).get("annotations") or {}
+    assert annotations == {**original_annotations, "team.example.com/owner": "observability"}, annotations
+    # A workload nobody touched is its pre-migration template byte for byte (the pipeline and
+    # the k8s collector were upgraded by the earlier steps).
+    assert lab.workload("tapio-ebpf-collector")["spec"]["template"] == originals["tapio-ebpf-collector"]["spec"]["template"]
     again = lab.migrate()
     assert again.rc == 0, again.explain()
 

@@ -1,11 +1,15 @@
-"""One run at a time per cluster: migrate.yml and rollback.yml hold a Lease (coordination.k8s.io)
-in the namespace for the run, against the lab's real kube-apiserver.
+"""One run at a time per cluster: migrate.yml, rollback.yml and the phase playbooks hold a Lease
+(coordination.k8s.io) in the namespace for the run, renewed by a process of their own, against
+the lab's real kube-apiserver.
 
 A second migrate.yml started while the first runs refuses before changing anything and names
-the first run's holder; a live Lease of another run stops a rollback the same way; a stale Lease
-(a killed run that stopped renewing) is taken over and released at the end."""
+the first run's holder, as soon as it sees a renewal; a Lease another run keeps renewing stops a
+rollback the same way; a Lease nobody renews (a killed run) is taken over once it has gone its
+whole duration unrenewed, whatever its renewTime says, and released at the end; a rollout
+longer than the Lease keeps it, and deleting the Lease stops the run."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -48,8 +52,28 @@ def put_lease(lab: MigrationLab, holder: str, renewed_ago: int, duration: int = 
     api.create_namespaced_lease(lab.namespace, body)
 
 
+@contextlib.contextmanager
+def renewed_by_another_run(lab: MigrationLab, holder: str, every: float = 2.0) -> Iterator[None]:
+    """A live holder elsewhere: its Lease's renewTime moves every *every* seconds meanwhile."""
+    stop = threading.Event()
+
+    def renew() -> None:
+        api = client.CoordinationV1Api(lab.api)
+        while not stop.wait(every):
+            api.patch_namespaced_lease(LEASE, lab.namespace, {"spec": {
+                "holderIdentity": holder, "renewTime": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")}})
+
+    renewer = threading.Thread(target=renew, daemon=True)
+    renewer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        renewer.join(timeout=30)
+
+
 def migrate(lab: MigrationLab) -> Run:
-    """migrate.yml itself (the phase playbooks take no lock), NATS provided by the lab."""
+    """migrate.yml itself, NATS provided by the lab."""
     return lab.playbook("migrate.yml", extra={"tapio_nats_install": False})
 
 
@@ -76,19 +100,25 @@ def test_a_second_migration_refuses_while_the_first_holds_the_lease(lab: Migrati
 
 
 def test_a_live_lease_of_another_run_stops_a_rollback_before_anything_changes(lab: MigrationLab) -> None:
-    put_lease(lab, "alice@elsewhere pid 42 run cafe0001", renewed_ago=5)
+    # Its renewTime is an hour old by this machine's clock: never compared; its renewals decide.
+    put_lease(lab, "alice@elsewhere pid 42 run cafe0001", renewed_ago=3600)
     versions = lab.settled_resource_versions()
-    run = lab.rollback("restore")
+    with renewed_by_another_run(lab, "alice@elsewhere pid 42 run cafe0001"):
+        run = lab.rollback("restore")
     assert run.rc != 0, run.explain()
     assert "alice@elsewhere pid 42 run cafe0001 holds it since" in run.stdout, run.explain()
+    assert "after this run began watching" in run.stdout, run.explain()
     assert lab.resource_versions() == versions
     assert read_lease(lab).spec.holder_identity == "alice@elsewhere pid 42 run cafe0001", "not ours to release"
 
 
 def test_a_stale_lease_of_a_killed_run_is_taken_over_and_released(lab: MigrationLab) -> None:
-    put_lease(lab, "bob@killed pid 7 run dead0001", renewed_ago=1000, duration=900)
+    # renewTime "now" by this machine's clock: still taken over once nobody renewed it for its 30 s.
+    put_lease(lab, "bob@killed pid 7 run dead0001", renewed_ago=0, duration=30)
     run = lab.rollback("restore")
     assert run.rc == 0, run.explain()
+    assert "is held by bob@killed pid 7 run dead0001: watching it for a renewal, for up to 30s" in run.stderr, \
+        run.explain()
     assert all("TAPIO_OUTPUT_MODE" not in lab.env(name) for name in ("tapio-pipeline",))
     assert read_lease(lab) is None
 
@@ -96,13 +126,14 @@ def test_a_stale_lease_of_a_killed_run_is_taken_over_and_released(lab: Migration
 def test_a_wait_longer_than_the_lease_keeps_it_and_a_deleted_lease_stops_the_run(lab: MigrationLab,
                                                                                   tmp_path: Path) -> None:
     """The canary collector's new pods never become ready (they ask for 64 CPUs on 32-CPU kwok
-    nodes), so its rollout wait lasts until the progress deadline, far longer than the 10 s
-    Lease: the Lease stays held and renewed, a second run is refused naming the holder, and
-    deleting the Lease stops the first run with its reason, long before the deadline."""
+    nodes), so its rollout wait lasts until the progress deadline, far longer than the 30 s
+    Lease: the Lease stays held and renewed, a second migrate.yml and a phase playbook are
+    refused naming the holder, and deleting the Lease stops the first run with its reason, long
+    before the deadline."""
     output = tmp_path / "first.log"
     never_ready = {COLLECTORS[0]: {"resources": {"requests": {"cpu": "64"}}}}
     first = lab.start_playbook("migrate.yml", output=output, extra={
-        "tapio_nats_install": False, "tapio_lock_duration": 10, "tapio_collectors_progress_deadline": 600,
+        "tapio_nats_install": False, "tapio_lock_duration": 30, "tapio_collectors_progress_deadline": 600,
         "tapio_collectors_order": list(COLLECTORS), "tapio_collectors_container_overrides": never_ready})
     try:
         deadline = time.monotonic() + 240
@@ -113,9 +144,9 @@ def test_a_wait_longer_than_the_lease_keeps_it_and_a_deleted_lease_stops_the_run
         holder = read_lease(lab).spec.holder_identity
         switched_at = time.monotonic()
         renewals: set[datetime] = set()
-        # Past the Lease's whole duration (10 s) inside the one rollout wait, it is still this
+        # Past the Lease's whole duration (30 s) inside the one rollout wait, it is still this
         # run's and has been renewed more than once.
-        while time.monotonic() - switched_at < 15 or len(renewals) < 3:
+        while time.monotonic() - switched_at < 35 or len(renewals) < 3:
             lease = read_lease(lab)
             assert lease is not None and lease.spec.holder_identity == holder, "the Lease lapsed during the wait"
             renewals.add(lease.spec.renew_time)
@@ -123,14 +154,17 @@ def test_a_wait_longer_than_the_lease_keeps_it_and_a_deleted_lease_stops_the_run
             time.sleep(0.5)
         second = migrate(lab)
         assert second.rc != 0 and f"{holder} holds it since" in second.stdout, second.explain()
+        phase = lab.playbook("playbooks/report.yml")
+        assert phase.rc != 0 and f"{holder} holds it since" in phase.stdout, phase.explain()
         assert first.poll() is None, "the first run ended before its Lease was deleted"
 
         client.CoordinationV1Api(lab.api).delete_namespaced_lease(LEASE, lab.namespace)
         rc = first.wait(timeout=300)
         run = Run.from_output(rc, output)
-        assert rc != 0, run.explain()
-        assert f"This run's lock Lease {lab.namespace}/{LEASE} was deleted or released while the run went on: " \
+        assert rc == 99, run.explain()  # ansible-playbook's exit code after SIGINT
+        assert f"[tapio lock] This run's lock Lease {lab.namespace}/{LEASE} was deleted while the run went on: " \
                "stopped here" in run.stdout, run.explain()
+        assert "User interrupted execution" in run.stdout, run.explain()
         assert "no progress for" not in run.stdout, "the run stopped on its deadline, not on the lost Lease"
     finally:
         if first.poll() is None:

@@ -140,6 +140,8 @@ def test_a_run_killed_during_a_gate_is_gated_by_the_next_run(lab: MigrationLab, 
     finally:
         kill_run(run.pid)
         run.wait(timeout=30)
+    # The killed run's renewer gives its Lease back a few seconds after the run ended; the
+    # re-run below, if it comes first, watches the Lease and takes it once it is gone.
     assert lab.env("tapio-k8s-collector")["TAPIO_OUTPUT_MODE"] == "nats"
     assert "TAPIO_OUTPUT_MODE" not in lab.env("tapio-systemd-collector")
 

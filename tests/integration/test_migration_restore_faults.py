@@ -26,8 +26,6 @@ import sys
 import time
 import urllib.request
 import uuid
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import nats
@@ -130,10 +128,11 @@ def wait_for(condition: Callable[[], Any], what: str, process: Optional[subproce
 def run_vars(events: dict[str, Any], **extra: Any) -> dict[str, Any]:
     collectors = [{"name": name, "container": CONTAINERS[name],
                    "subject_prefix": f"{events['prefix']}.{name.split('-')[1]}"} for name in COLLECTORS]
-    # A short Lease, so that the run after a killed one takes the Lease over once it has expired.
+    # The shortest Lease (30 s): should a killed run's renewer not give its Lease back, the next run
+    # takes it over once it has watched it go 30 s without renewal.
     return {"tapio_migration_nats_checks": True, "tapio_collectors": collectors, "tapio_events_stream": events["stream"],
             "tapio_consume_subjects": f"{events['prefix']}.>", "tapio_pipeline_consumer": "pipeline", "tapio_collectors_gate_consumer_prefix": "gate-",
-            "tapio_poll_interval": 0.5, "tapio_progress_deadline": 60, "tapio_lock_duration": 10, **extra}
+            "tapio_poll_interval": 0.5, "tapio_progress_deadline": 60, "tapio_lock_duration": 30, **extra}
 
 
 def migrate(lab: MigrationLab, events: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -279,12 +278,14 @@ def test_a_409_on_the_restore_path_is_retried_and_the_restore_completes(
         "DaemonSet/tapio-k8s-collector changed while restoring (409 Conflict); reading it again in 0.2s (attempt 1 of 5)",
         *[f"Deployment/tapio-pipeline changed while restoring (409 Conflict); reading it again in {wait}s (attempt {n} "
           "of 5)" for n, wait in BACKOFF]], steps
-    kept = f"and the pod template annotations) to its record; kept as changed since the record: metadata.annotations.{WRITER}"
-    for label, container, count in (("DaemonSet/tapio-k8s-collector", "k8s-collector", 1),
-                                    ("Deployment/tapio-pipeline", "pipeline", CONFLICT_RETRIES - 1)):
-        assert (f"restored {label} (only what the toolkit writes: the env of container {container} {kept} (after "
+    kept = f"to its record; kept as changed since the record: metadata.annotations.{WRITER}"
+    for label, count in (("DaemonSet/tapio-k8s-collector", 1), ("Deployment/tapio-pipeline", CONFLICT_RETRIES - 1)):
+        assert (f"restored {label} (only the entries the toolkit wrote that still hold what it wrote) {kept} (after "
                 f"{count} 409 conflict(s): read again and applied to the object as it then was)") in \
             [s[10:] for s in steps], steps
+    assert result["kept_changes"] == [
+        f"{kind} {lab.namespace}/{name}: metadata.annotations.{WRITER} (changed since the migration, kept)"
+        for kind, name in (("DaemonSet", "tapio-k8s-collector"), ("Deployment", "tapio-pipeline"))], steps
     assert "restored DaemonSet/tapio-systemd-collector to its record" in [s[10:] for s in steps]
     # The diff is the replace that went out: the writer's annotation on both sides.
     diff = next(d for d in result["diff"] if d["before_header"] == "Deployment/tapio-pipeline (restore)")
@@ -309,17 +310,9 @@ def lease(lab: MigrationLab) -> Optional[client.V1Lease]:
         raise
 
 
-def lease_expired(lab: MigrationLab) -> bool:
-    found = lease(lab)
-    if found is None or found.spec.renew_time is None:
-        return True
-    age = (datetime.now(timezone.utc) - found.spec.renew_time).total_seconds()
-    return age > found.spec.lease_duration_seconds + 0.2
-
-
 def in_rollback_call(lab: MigrationLab, holder_before: str) -> bool:
-    """The Lease taken over from *holder_before* by the lock phase (renewTime == acquireTime),
-    then renewed once more: the run's rollback call has started."""
+    """The Lease taken over from *holder_before* by the next run's lock phase and renewed since
+    by its renewer (renewTime != acquireTime): that run holds the lock."""
     found = lease(lab)
     return found is not None and found.spec.holder_identity not in ("", None, holder_before) \
         and found.spec.renew_time != found.spec.acquire_time
@@ -351,7 +344,7 @@ def test_a_restore_killed_twice_is_finished_by_the_next_run_with_nothing_lost(
     """With the nodes cordoned (the pipeline's restored pod stays Pending, so the pipeline can
     only go back later), rollback.yml is killed right after the canary collector went back to
     its record, then the next run is killed while the pipeline's restore rolls out. The third
-    run, with the nodes back, takes over the expired Lease and finishes: it waits for the
+    run, with the nodes back, takes the Lease the killed run's renewer gave back and finishes: it waits for the
     rollout the killed run started before it retires the pipeline's record, every workload is
     its pre-migration record byte for byte, every record retired, and the simulator's ledger
     shows 0 events lost and 0 duplicates across everything these tests did."""
@@ -365,8 +358,8 @@ def test_a_restore_killed_twice_is_finished_by_the_next_run_with_nothing_lost(
         print("first kill:", {name: own(lab.workload(name))["spec"] == records[name]["spec"] for name in WORKLOADS},
               state_keys(lab))
         assert "deployment.tapio-pipeline.json" in state_keys(lab)
+        # The killed run's renewer gives its Lease back once the run has ended; the next run takes it.
         first = lease(lab).spec.holder_identity
-        wait_for(lambda: lease_expired(lab), "the killed run's Lease to expire", interval=0.2)
 
         killed(lab, events, lambda: in_rollback_call(lab, first) and lab.env("tapio-pipeline").get(
             "TAPIO_OUTPUT_MODE") is None, "the pipeline's restore")
@@ -377,10 +370,9 @@ def test_a_restore_killed_twice_is_finished_by_the_next_run_with_nothing_lost(
         print("second kill:", state_keys(lab))
     finally:
         cordon(lab, False)
-    wait_for(lambda: lease_expired(lab), "the killed run's Lease to expire", interval=0.2)
 
     final = lab.rollback("restore", extra=run_vars(events))
-    assert final.rc == 0, final.explain()  # it took over the killed run's expired Lease
+    assert final.rc == 0, final.explain()  # it took the Lease the killed run gave back
     rolled = final.stdout.find("Deployment/tapio-pipeline rolled out")
     retired = final.stdout.find("retired the records of Deployment/tapio-pipeline")
     assert 0 <= rolled < retired, final.explain()

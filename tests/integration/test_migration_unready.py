@@ -12,7 +12,6 @@ scheduled and ready again after the restore.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Iterator
 
 import pytest

@@ -21,7 +21,7 @@ from pathlib import Path
 import nats
 import pytest
 
-from conftest import REPO_ROOT, VENV_BIN
+from conftest import VENV_BIN
 from standalone_nats import free_port, http_ok
 from test_nats_install import get_json, playbook, wait_for
 

@@ -23,7 +23,7 @@ import nats.errors
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 from nats.js.errors import ServiceUnavailableError
 
-from standalone_nats import StandaloneServer, free_port, start_nats
+from standalone_nats import StandaloneServer, start_nats
 
 STREAM = "TAPIO_EVENTS"
 STREAM_SUBJECTS = "tapio.events.>"

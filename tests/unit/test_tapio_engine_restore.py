@@ -60,6 +60,7 @@ class FakeApi:
         self.replaces: list[tuple[str, str, int]] = []  # kind, name, 200 or 409
         self.on_get: Optional[Callable[[str, str], None]] = None
         self.patches: list[tuple[str, dict[str, Any]]] = []
+        self.creates: list[tuple[str, str]] = []
         # (kind, name, due, version): a controller's write in answer to another client's write
         # (of that version), `lag` seconds later
         self.clock: Optional[FakeClock] = None
@@ -126,6 +127,13 @@ class FakeApi:
             else:
                 obj["data"][key] = value
         return self.store(obj)
+
+    def create(self, kind: str, namespace: Optional[str], body: dict[str, Any]) -> dict[str, Any]:
+        """A new object (the state ConfigMap, the digests Secret); 409 when it exists."""
+        if (kind, body["metadata"]["name"]) in self.objects:
+            raise kube.KubeError(f"POST {kind} {body['metadata']['name']}: 409 AlreadyExists", 409)
+        self.creates.append((kind, body["metadata"]["name"]))
+        return self.store(copy.deepcopy(body))
 
 
 def state_configmap(*records: tuple[str, dict[str, Any]]) -> dict[str, Any]:

@@ -301,7 +301,8 @@ def test_module_hides_url_credentials_and_the_route_password() -> None:
     ({"tapio_collectors_order": []}, "must list collectors of tapio_collectors"),
     ({"tapio_collectors_batch_size": 0}, "lab: tapio_collectors_batch_size 0 must be a whole number of at least 1"),
     ({"tapio_collectors_batch_size": "two"}, "tapio_collectors_batch_size 'two' must be a whole number"),
-    ({"tapio_lock_duration": 2}, "lab: tapio_lock_duration 2 must be a whole number of seconds, at least 10"),
+    ({"tapio_lock_duration": 2}, "lab: tapio_lock_duration 2 must be a whole number of seconds, at least 30"),
+    ({"tapio_lock_duration": 29}, "lab: tapio_lock_duration 29 must be a whole number of seconds, at least 30"),
     ({"tapio_lock_duration": "15m"}, "tapio_lock_duration '15m' must be a whole number of seconds"),
 ])
 def test_inputs_that_used_to_fail_late_are_refused_first(changes: dict[str, Any], message: str) -> None:
@@ -312,7 +313,7 @@ def test_inputs_that_used_to_fail_late_are_refused_first(changes: dict[str, Any]
     {"tapio_nats_url": "nats://a:4222,tls://b.example.com:4223"}, {"tapio_nats_url": "nats://10.0.0.1"},
     {"tapio_consume_subjects": "tapio.>"}, {"tapio_collectors_order": ["tapio-systemd-collector"]},
     {"tapio_collectors_batch_size": "2"}, {"tapio_nats_passwords_with_control_characters": []},
-    {"tapio_lock_duration": 10}, {"tapio_lock_duration": "900"},
+    {"tapio_lock_duration": 30}, {"tapio_lock_duration": "900"},
 ])
 def test_good_values_of_the_new_rules_pass(changes: dict[str, Any]) -> None:
     assert problems(**changes) == []

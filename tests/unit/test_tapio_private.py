@@ -12,9 +12,10 @@ import json
 import os
 from pathlib import Path
 
-import jinja2
+import pytest
 
 from module_utils_loader import load_module_utils
+from report_markdown import render_report_markdown
 from fake_clock import Clock as FakeClock
 from test_tapio_engine_restore import FakeApi, collector, make_engine, pipeline, state_configmap
 
@@ -130,12 +131,7 @@ def test_the_report_and_its_markdown_show_no_literal_value(tmp_path: Path) -> No
     # Display only: the stored record still holds the value a restore writes back.
     assert API_KEY in api.objects[("ConfigMap", "tapio-migration-state")]["data"]["daemonset.tapio-k8s-collector.json"]
 
-    template = jinja2.Environment(loader=jinja2.FileSystemLoader(REPO_ROOT / "roles/migration_report/templates"),
-                                  trim_blocks=True, undefined=jinja2.StrictUndefined)
-    template.filters["to_json"] = json.dumps
-    markdown = template.get_template("report.md.j2").render(
-        migration_report_data={"host": "lab", **report}, migration_report_timeline_url="",
-        migration_report_timeline_minutes=30)
+    markdown = render_report_markdown(report)
     assert "`TAPIO_API_KEY`" in markdown and private.redacted_value(API_KEY) in markdown
     assert API_KEY not in markdown
 
@@ -161,8 +157,9 @@ def test_records_are_written_0600_in_0700_directories(tmp_path: Path) -> None:
     run.records.record(run.collectors, {"tapio-k8s-collector": collector(SECRET_ENV)})
     written = sorted((state / "tapio").iterdir())
     assert [path.name for path in written] == ["daemonset-tapio-k8s-collector.json",
-                                               "daemonset-tapio-k8s-collector.provenance.json"]
-    assert [mode(path) for path in written] == ["0o600", "0o600"]
+                                               "daemonset-tapio-k8s-collector.provenance.json",
+                                               "daemonset-tapio-k8s-collector.written.json"]
+    assert [mode(path) for path in written] == ["0o600", "0o600", "0o600"]
     assert [mode(path) for path in (tmp_path / "artifacts", state, state / "tapio")] == ["0o700"] * 3
     assert API_KEY in written[0].read_text(), "the record keeps the value: a restore needs it"
 
@@ -190,3 +187,61 @@ def test_private_files_and_directories_ignore_the_umask(tmp_path: Path) -> None:
     assert mode(tmp_path / "a" / "b" / "record.json") == "0o600"
     assert private.make_private_dirs(str(tmp_path / "a" / "b")) == [], "existing directories are left as they are"
     assert mode(tmp_path) == parent_mode, "a directory that existed keeps its mode"
+
+
+# -- the one atomic write every kept file goes through -------------------------------------------
+def leftovers(directory: Path) -> list[str]:
+    return sorted(path.name for path in directory.iterdir() if path.name.startswith(".tapio-"))
+
+
+def test_an_atomic_write_gives_text_or_bytes_its_mode_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o077)
+    try:
+        private.write_atomically(str(tmp_path / "report.md"), "é\n")
+        private.write_atomically(str(tmp_path / "server.crt"), b"\x00PEM", 0o644)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "report.md").read_bytes() == "é\n".encode("utf-8")
+    assert (tmp_path / "server.crt").read_bytes() == b"\x00PEM"
+    assert [mode(tmp_path / "report.md"), mode(tmp_path / "server.crt")] == ["0o600", "0o644"]
+    assert leftovers(tmp_path) == []
+
+
+def test_an_atomic_write_replaces_the_file_and_its_mode(tmp_path: Path) -> None:
+    target = tmp_path / "health.json"
+    target.write_text("old")
+    os.chmod(target, 0o644)
+    private.write_atomically(str(target), "new")
+    assert (target.read_text(), mode(target)) == ("new", "0o600")
+    assert leftovers(tmp_path) == []
+
+
+def test_a_write_that_fails_leaves_the_old_file_and_no_temporary_file(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "timeline.png"
+    target.write_bytes(b"old")
+
+    def interrupted(source: str, destination: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(private.os, "replace", interrupted)
+    with pytest.raises(OSError, match="disk full"):
+        private.write_atomically(str(target), b"new")
+    assert target.read_bytes() == b"old"
+    assert leftovers(tmp_path) == []
+
+
+def test_a_record_is_never_overwritten(tmp_path: Path) -> None:
+    record = tmp_path / "daemonset-tapio-k8s-collector.json"
+    private.write_private_file(str(record), "{}\n")
+    with pytest.raises(FileExistsError):
+        private.write_private_file(str(record), '{"changed": true}\n')
+    assert (record.read_text(), mode(record)) == ("{}\n", "0o600")
+    assert leftovers(tmp_path) == []
+
+
+def test_the_modules_that_keep_files_write_through_the_one_helper() -> None:
+    for name in ("tapio_files", "tapio_tls_certificates", "tapio_timeline"):
+        source = (REPO_ROOT / "library" / f"{name}.py").read_text()
+        assert "write_atomically" in source, name
+        assert not any(word in source for word in ("tempfile", "os.replace", "atomic_move", '"w"', '"wb"')), name
