@@ -95,6 +95,14 @@ class Records(EnginePart):
         """Record each target's spec before the migration changes it (ConfigMap and local file);
         an existing record is never overwritten, a migrated spec never recorded."""
         plan = self.load_records(targets, live)
+        # A record of an earlier incarnation (the workload deleted and created again since) is
+        # never applied to this one: while it is not migrated, that record is retired and the
+        # workload recorded as it is now.
+        stale = [entry for name, entry in plan.items() if self.of_earlier_incarnation(entry, live[name])]
+        if stale:
+            self.retire(stale, why="they belong to earlier incarnations of the workloads")
+            if not self.run.check:
+                plan.update(self.load_records([entry["target"] for entry in stale], live))
         # Records an earlier version wrote sit in a 0755 directory: closed before anything is added.
         if not self.run.check and os.path.isdir(self.state_dir()) and make_private_dir(self.state_dir()):
             self.run.log(f"made {self.state_dir()} private (mode 0700): its records hold the workloads' env values")
@@ -121,6 +129,14 @@ class Records(EnginePart):
                 self.run.log(f"recorded {target.label} (generation {live[target.name]['metadata'].get('generation')}, "
                              f"pod template {pod_template_hash(live[target.name])}, by {self.run.run_id})")
         return plan
+
+    def of_earlier_incarnation(self, entry: RecordEntry, live: dict[str, Any]) -> bool:
+        """A stored record taken from another uid than the live, not migrated, workload's."""
+        if entry["source"] not in ("configmap", "artifact") or self.run.mode(live, entry["target"]) == \
+                self.inputs.nats_value:
+            return False
+        uid, live_uid = recorded_uid(entry["written"], entry["provenance"]), (live.get("metadata") or {}).get("uid")
+        return bool(uid and live_uid and uid != live_uid)
 
     def write_local_copies(self, entry: RecordEntry) -> None:
         """The local files of a record, its provenance and its written record, where missing
@@ -192,7 +208,7 @@ class Records(EnginePart):
         write_private_file(fresh, text + "\n")
         os.replace(fresh, path)
 
-    def retire(self, entries: list[RecordEntry]) -> None:
+    def retire(self, entries: list[RecordEntry], why: str = "") -> None:
         """Set the records of restored workloads aside (ConfigMap key retired.<key>, local file
         under retired/): a record describes the spec one migration found, and the next
         migration records the spec as it is then, so an upgrade made after this rollback is
@@ -202,7 +218,7 @@ class Records(EnginePart):
         name = self.inputs.state.configmap
         self.run.changed = True
         keys = sorted(e["key"] for e in entries)
-        header = f"ConfigMap {self.run.namespace}/{name} keys (records retired after the restore)"
+        header = f"ConfigMap {self.run.namespace}/{name} keys (records retired: {why or 'restored'})"
         self.run.diff.append({"before": "".join(f"{k}\n" for k in keys),
                               "after": "".join(f"{RETIRED_PREFIX}{k}\n" for k in keys),
                               "before_header": header, "after_header": header})
@@ -213,7 +229,8 @@ class Records(EnginePart):
         self.retire_in_configmap([e for e in entries if e["in_configmap"]])
         self.digests.move({k: RETIRED_PREFIX + k for e in entries for k in stored_keys(e["key"])})
         self.retire_files(entries)
-        self.run.log(f"retired the records of {labels} (the next migration records the specs as they are then)")
+        self.run.log(f"retired the records of {labels} " + (
+            f"({why}: recorded as they are now)" if why else "(the next migration records the specs as they are then)"))
 
     def retire_in_configmap(self, entries: list[RecordEntry]) -> None:
         """Each key (and its provenance and written record) moved to retired.<key>, in one patch."""

@@ -275,6 +275,31 @@ def test_a_record_of_an_earlier_incarnation_is_refused_before_any_write(tmp_path
     assert owned_env(api, "DaemonSet", "tapio-k8s-collector")["TAPIO_OUTPUT_MODE"] == "nats"
 
 
+def test_a_record_of_an_earlier_incarnation_is_retired_and_the_new_one_recorded_before_a_migration(
+        tmp_path: Path) -> None:
+    """The pipeline was migrated, then deleted and created again in direct mode (a new uid, its
+    own env): the next migration retires the old record instead of keeping it as the original,
+    and records the workload as it is now."""
+    api, _ = migrated_pipeline(tmp_path)
+    old_record = api.objects[("ConfigMap", STATE)]["data"][PIPELINE_KEY]
+    recreated = with_uid(pipeline(copy.deepcopy(DIRECT_ENV), rolled_out=True), "p-2")
+    recreated["spec"]["template"]["spec"]["containers"][0]["env"].append({"name": "CREATED_AGAIN", "value": "yes"})
+    api.store(recreated)
+    run = make_engine(api, tmp_path, [], FakeClock(), env=NATS_ENV, nats_checks=False)
+    run.pipeline_phase()
+    data = api.objects[("ConfigMap", STATE)]["data"]
+    assert data["retired." + PIPELINE_KEY] == old_record
+    fresh = json.loads(data[PIPELINE_KEY])
+    assert {"name": "CREATED_AGAIN", "value": "yes"} in fresh["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert json.loads(data["written." + PIPELINE_KEY])["uid"] == "p-2"
+    assert any("retired the records of Deployment/tapio-pipeline (they belong to earlier incarnations" in step
+               for step in run.steps), run.steps
+    assert secret_data(api)[PIPELINE_KEY] == digests.digest_of(data[PIPELINE_KEY])
+    # The restore then applies the new incarnation's record.
+    rollback(api, tmp_path).rollback()
+    assert owned_env(api)["CREATED_AGAIN"] == "yes" and "TAPIO_OUTPUT_MODE" not in owned_env(api)
+
+
 # -- integrity -------------------------------------------------------------------------------------------
 def test_a_record_changed_in_the_configmap_is_refused(tmp_path: Path) -> None:
     """Someone with write access to ConfigMaps edits the record (a LOG_LEVEL of their choosing):
