@@ -72,11 +72,16 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Server]]:
     root = tmp_path_factory.mktemp("reload")
     rendered = root / "nats.conf"
     run = playbook(HERE / "render_conf.yml", extra={"render_conf_dest": str(rendered), "nats_cluster_namespace": "reload",
-                                                     "nats_cluster_component_users": False})
+                                                     "nats_cluster_component_users": False,
+                                                     "nats_cluster_auth_password": CLIENT_PASSWORD})
     assert run.rc == 0, run.out[-3000:]
     template = rendered.read_text()
-    # The role's file, with the test's ports and store (a pod has its own address and volume).
+    # The role's files, with the test's ports and store (a pod has its own address and volume):
+    # nats.conf, and users.conf as the Secret holds it.
     assert 'include "routes.conf"' in template and 'include "revision.conf"' in template
+    assert 'include "users.conf"' in template
+    users = (root / "users.conf").read_text()
+    assert f'password: {json.dumps(CLIENT_PASSWORD)}' in users
     assert "system_account: SYS" in template
     taken: list[int] = []
     servers = []
@@ -94,9 +99,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Server]]:
         text = re.sub(r'store_dir: "[^"]*"', f'store_dir: "{server.directory / "js"}"', text)
         text = re.sub(r'pid_file: "[^"]*"', f'pid_file: "{server.directory / "nats.pid"}"', text)
         (server.directory / "nats.conf").write_text(text)
+        (server.directory / "users.conf").write_text(users)
         project(server, "first-route-password", "r1", servers)
-    env = {"PATH": os.environ["PATH"], "NATS_PASSWORD": json.dumps(CLIENT_PASSWORD),
-           "NATS_SYSTEM_PASSWORD": json.dumps(SYSTEM_PASSWORD)}
+    env = {"PATH": os.environ["PATH"], "NATS_SYSTEM_PASSWORD": json.dumps(SYSTEM_PASSWORD)}
     for server in servers:
         log = open(server.directory / "nats-server.log", "ab")  # noqa: SIM115 - kept open for the process
         server.process = subprocess.Popen([str(NATS_SERVER), "-c", str(server.directory / "nats.conf")],
