@@ -86,16 +86,24 @@ options:
         needs O(nats_kube_selector) or O(nats_kube_service) with O(nats_reach=kubernetes).
     type: raw
   nats_component_users:
-    description: C(tapio_nats_component_users) (default false).
+    description: C(tapio_nats_component_users) (default true).
     type: raw
-  nats_component_password_names:
+  nats_cluster_tls_enabled:
+    description: C(nats_cluster_tls_enabled) (default true), client TLS of the NATS this run installs.
+    type: raw
+  nats_cluster_tls_allow_non_tls:
+    description: C(nats_cluster_tls_allow_non_tls) (default false); true also accepts clients in clear.
+    type: raw
+  nats_cluster_route_tls_enabled:
+    description: C(nats_cluster_route_tls_enabled) (default true), TLS between the NATS servers.
+    type: raw
+  nats_security_opt_outs:
     description:
-      - The workloads that have a non-empty password in C(tapio_nats_component_passwords) (its
-        keys with a value); with O(nats_component_users) and O(nats_install), the pipeline and
-        every collector must be among them. The passwords themselves are not passed.
-    type: list
-    elements: str
-    default: []
+      - C(tapio_nats_security_opt_outs), the protections this cluster runs without, by name
+        (C(shared_user), C(plaintext_clients), C(plaintext_routes)). A weaker setting of
+        O(nats_component_users), the TLS options, O(nats_cluster_method) or, for NATS from outside,
+        O(nats_url) that is not listed here is refused; an unknown name too.
+    type: raw
   nats_route_password:
     description:
       - C(tapio_nats_route_password); only letters, digits and C(. _ ~ -) (it is part of the
@@ -128,6 +136,8 @@ notes:
   - On failure, C(msg) holds every problem found, each a complete message, one a line.
   - The user and password or token written into a NATS URL are hidden in everything the module
     returns.
+  - The protections and their opt-outs are module_utils/tapio_nats_install_rules.py's
+    C(OPT_OUTS); docs/nats-install.md explains each.
 """
 
 EXAMPLES = r"""
@@ -149,6 +159,12 @@ ansible_version:
   returned: always
   type: str
   sample: 2.19.4
+security_opt_outs:
+  description: The opt-outs in effect (listed in O(nats_security_opt_outs) and weaker than the default), each with why it matters.
+  returned: success
+  type: list
+  elements: dict
+  sample: [{name: plaintext_routes, why: "the routes between the NATS servers are not encrypted ..."}]
 """
 
 from typing import Any
@@ -156,20 +172,21 @@ from typing import Any
 from ansible.module_utils.ansible_release import __version__ as ANSIBLE_VERSION
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.tapio_inputs import missing_libraries, problems_of, url_credentials
+from ansible.module_utils.tapio_nats_install_rules import security_opt_outs
 
 # Each option is the inventory variable of the same name, prefixed.
 VARIABLES: dict[str, str] = {
-    option: option if option == "nats_cluster_method" else f"tapio_{option}" for option in (
+    option: option if option.startswith("nats_cluster_") else f"tapio_{option}" for option in (
         "namespace", "kubeconfig", "kube_context", "pipeline", "collectors", "nats_reach", "nats_servers", "nats_url",
         "nats_kube_port_forward", "nats_kube_selector", "nats_kube_service", "nats_kube_client_port",
         "nats_kube_monitor_port", "nats_install", "nats_cluster_method", "nats_component_users", "nats_route_password",
         "consume_subjects", "nats_passwords_with_control_characters", "collectors_order", "collectors_batch_size",
-        "lock_duration")
+        "lock_duration", "nats_cluster_tls_enabled", "nats_cluster_tls_allow_non_tls", "nats_cluster_route_tls_enabled",
+        "nats_security_opt_outs")
 }
 ARGUMENT_SPEC: dict[str, Any] = {
     "host": {"type": "str", "required": True},
     **{option: {"type": "raw"} for option in VARIABLES},
-    "nats_component_password_names": {"type": "list", "elements": "str", "default": [], "no_log": False},
 }
 ARGUMENT_SPEC["nats_route_password"]["no_log"] = True
 
@@ -180,13 +197,13 @@ def main() -> None:
     inputs = {variable: params[option] for option, variable in VARIABLES.items() if params[option] is not None}
     module.no_log_values.update(secret for secret in url_credentials(inputs) if secret)
     missing = missing_libraries()
-    problems = problems_of(inputs, params["host"], ANSIBLE_VERSION, missing, params["nats_component_password_names"])
+    problems = problems_of(inputs, params["host"], ANSIBLE_VERSION, missing)
     if problems:  # every problem, one message each, one a line
         failure: dict[str, Any] = {"ansible_version": ANSIBLE_VERSION}
         if missing:
             failure["exception"] = "\n".join(error for _requirement, error in missing)
         module.fail_json(msg="\n".join(problems), **failure)
-    module.exit_json(changed=False, ansible_version=ANSIBLE_VERSION)
+    module.exit_json(changed=False, ansible_version=ANSIBLE_VERSION, security_opt_outs=security_opt_outs(inputs))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from ansible.module_utils.tapio_kube import KUBERNETES_IMPORT_ERROR, KUBERNETES_
 from ansible.module_utils.tapio_nats import NATS_IMPORT_ERROR, NATS_REQUIREMENT
 from ansible.module_utils.tapio_nats_config import subject_is_within, subjects_overlap
 # Shared with the nats_cluster role's refusals, which must hold when the role runs alone.
-from ansible.module_utils.tapio_nats_install_rules import as_bool, as_int, url_safe, without_password
+from ansible.module_utils.tapio_nats_install_rules import as_bool, as_int, security_problems, url_safe
 
 Inputs = dict[str, Any]
 
@@ -54,10 +54,9 @@ NAMES_MESSAGE = (
     "Invalid inventory for {host}: namespace={namespace}, pipeline={pipeline}, collector names that are not "
     "DNS-1123 labels={bad_names}, subject prefixes that are not NATS subject tokens (a.b.c, no wildcards)="
     "{bad_subjects}, collector names must be unique, NATS servers not nats:// or tls:// URLs={bad_servers}")
-USERS_MESSAGE = (
-    "Invalid NATS users for {host}: tapio_nats_component_users needs a password in tapio_nats_component_passwords "
-    "for the pipeline and every collector (missing: {missing}); tapio_nats_route_password may hold only letters, "
-    "digits and . _ ~ - (it is part of the route URLs).")
+ROUTE_PASSWORD_MESSAGE = (
+    "Invalid NATS users for {host}: tapio_nats_route_password may hold only letters, digits and . _ ~ - (it is "
+    "part of the route URLs).")
 
 
 def inventory_spec(nats_direct: bool) -> dict[str, Any]:
@@ -172,17 +171,12 @@ def name_problems(inputs: Inputs, host: str) -> list[str]:
                                  bad_subjects=bad_subjects, bad_servers=bad_servers)]
 
 
-def nats_user_problems(inputs: Inputs, host: str, with_password: list[str]) -> list[str]:
-    """The users the nats phase renders into nats.conf and the route URLs: a password for
-    every workload (``with_password``: the workloads that have one) and a route password
-    that fits a URL."""
-    missing: list[str] = []
-    if as_bool(inputs.get("tapio_nats_component_users", False)) and as_bool(inputs.get("tapio_nats_install", True)):
-        workloads = [inputs["tapio_pipeline"]["name"]] + [c["name"] for c in inputs["tapio_collectors"]]
-        missing = without_password(workloads, with_password)
-    if not missing and url_safe(inputs.get("tapio_nats_route_password") or "", may_be_empty=True):
+def nats_user_problems(inputs: Inputs, host: str) -> list[str]:
+    """The route password goes into the route URLs as it is. (A workload without a password in
+    tapio_nats_component_passwords keeps its Secret's, or gets a random one.)"""
+    if url_safe(inputs.get("tapio_nats_route_password") or "", may_be_empty=True):
         return []
-    return [USERS_MESSAGE.format(host=host, missing=", ".join(missing) or "none")]
+    return [ROUTE_PASSWORD_MESSAGE.format(host=host)]
 
 
 def subject_prefix_problems(inputs: Inputs, host: str) -> list[str]:
@@ -281,8 +275,7 @@ def kubeconfig_problems(inputs: Inputs, given: Optional[str]) -> list[str]:
     return [f"tapio_kubeconfig {given} does not exist (for the lab: scripts/lab up)"]
 
 
-def problems_of(inputs: Inputs, host: str, running_ansible: str, missing: list[tuple[str, str]],
-                with_password: list[str]) -> list[str]:
+def problems_of(inputs: Inputs, host: str, running_ansible: str, missing: list[tuple[str, str]]) -> list[str]:
     """Every problem, in the order the boilerplate checked them. Wrong types make the checks
     after them meaningless, so they are the last reported."""
     problems = ansible_version_problems(running_ansible) + library_problems(missing)
@@ -291,7 +284,8 @@ def problems_of(inputs: Inputs, host: str, running_ansible: str, missing: list[t
         return problems + type_errors
     return (problems + reach_problems(validated, host) + credential_problems(validated, host)
             + name_problems(validated, host) + subject_prefix_problems(validated, host)
-            + nats_user_problems(validated, host, with_password) + password_problems(validated, host)
+            + nats_user_problems(validated, host) + password_problems(validated, host)
             + nats_url_problems(validated, host) + kube_context_problems(validated, host)
             + collector_order_problems(validated, host) + lock_duration_problems(validated, host)
+            + security_problems(validated, host)
             + kubeconfig_problems(validated, inputs.get("tapio_kubeconfig")))

@@ -7,8 +7,11 @@ roles/nats_cluster/tasks/validate.yml), and the rules the boilerplate's input ch
 (tapio_inputs.py) shares with it.
 
 The role refuses on its own, so it still does when used without the boilerplate; where the
-boilerplate checks the same thing earlier (a password for every workload, route credentials
-that fit a URL), both call the one function here. Values are read as the inventory gives them,
+boilerplate checks the same thing earlier (route credentials that fit a URL), both call the one
+function here. The protections a production cluster runs with (a user per workload, client and
+route TLS) and the named opt-outs that turn each off are here too (``security_opt_outs``):
+the boilerplate refuses a weaker setting that is not opted out, and preflight names those that
+are. Values are read as the inventory gives them,
 the way Ansible's ``bool`` and ``int`` filters read them.
 
 Only the standard library and ansible-core: the filter loads this file by its path on the
@@ -17,7 +20,7 @@ control node, where the project's other module_utils are not importable.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Iterable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from ansible.module_utils.parsing.convert_bool import boolean
 
@@ -51,17 +54,6 @@ def url_safe(value: Any, may_be_empty: bool = False) -> bool:
     """A route user or password written into the route URLs as it is."""
     text = "" if value is None else str(value)
     return (may_be_empty and text == "") or URL_SAFE.match(text) is not None
-
-
-def with_password(passwords: Optional[Mapping[str, Any]]) -> list[str]:
-    """The workloads of ``tapio_nats_component_passwords`` that have a (non-empty) password."""
-    return [name for name, password in (passwords or {}).items() if password]
-
-
-def without_password(workloads: Iterable[str], have_password: Iterable[str]) -> list[str]:
-    """The workloads nats.conf would have no password for, with one NATS user per workload."""
-    have = set(have_password)
-    return [name for name in workloads if name not in have]
 
 
 # -- the nats_cluster role's refusals, in the order it reports them --------------------------
@@ -105,13 +97,19 @@ def auth_refusal(s: Settings) -> Optional[str]:
 def component_users_refusal(s: Settings) -> Optional[str]:
     if not as_bool(s["nats_cluster_component_users"]):
         return None
-    names = [str(component.get("name", "")) for component in s["nats_cluster_components"]]
-    missing = without_password(names, with_password(s["nats_cluster_component_passwords"]))
-    if as_bool(s["nats_cluster_auth_enabled"]) and not missing:
+    if not as_bool(s["nats_cluster_auth_enabled"]):
+        return ("tapio_nats_component_users needs nats_cluster_auth_enabled: the servers check each workload's user "
+                "and password.")
+    # The statefulset method keeps a workload's password in its Secret, or makes a random one
+    # (plugins/filter/tapio_nats_credentials.py); nats-operator's users come from the inventory only.
+    passwords = s["nats_cluster_component_passwords"] or {}
+    missing = [str(component.get("name", "")) for component in s["nats_cluster_components"]
+               if not passwords.get(str(component.get("name", "")))]
+    if s["nats_cluster_method"] != "operator" or not missing:
         return None
-    return ("tapio_nats_component_users needs nats_cluster_auth_enabled and a password in "
-            "tapio_nats_component_passwords for the pipeline and every collector; missing: "
-            f"{', '.join(missing) or 'none'}.")
+    return ("nats_cluster_method=operator with tapio_nats_component_users needs a password in "
+            "tapio_nats_component_passwords for the pipeline and every collector (nats-operator's users come from "
+            f"the inventory alone); missing: {', '.join(missing)}.")
 
 
 def route_auth_refusal(s: Settings) -> Optional[str]:
@@ -170,3 +168,61 @@ RULES: tuple[Callable[[Settings], Optional[str]], ...] = (
 def refusals(settings: Settings) -> list[str]:
     """Every rule the requested installation breaks, each a complete message; [] when none."""
     return [message for message in (rule(settings) for rule in RULES) if message]
+
+
+# -- the protections a production NATS runs with, and the named opt-outs -------------------
+# Each opt-out turns one protection off; the inventory lists the ones it accepts in
+# tapio_nats_security_opt_outs, and preflight names each one in effect in its summary.
+OPT_OUTS: dict[str, str] = {
+    "shared_user": (
+        "every workload connects as the toolkit's own user (tapio_nats_component_users: false), which may read, "
+        "purge or delete the events stream: one compromised collector pod could"),
+    "plaintext_clients": (
+        "client connections to NATS are not encrypted (nats_cluster_tls_enabled: false or "
+        "nats_cluster_tls_allow_non_tls: true; for NATS from outside, a tapio_nats_url that is not tls://), so "
+        "passwords and events cross the network in clear"),
+    "plaintext_routes": (
+        "the routes between the NATS servers are not encrypted (nats_cluster_route_tls_enabled: false, or the "
+        "operator method, which this toolkit installs without TLS), so JetStream's replication traffic crosses "
+        "the network in clear"),
+}
+
+
+def weakened_protections(s: Settings) -> list[str]:
+    """The opt-outs (keys of OPT_OUTS) the settings amount to. *s*: the inventory variables by
+    name, only those set; unset ones take the toolkit's defaults (all protections on)."""
+    weakened = [] if as_bool(s.get("tapio_nats_component_users", True)) else ["shared_user"]
+    if not as_bool(s.get("tapio_nats_install", True)):
+        urls = [url.strip() for url in str(s.get("tapio_nats_url") or "").split(",") if url.strip()]
+        # Routes of a NATS run by others are theirs to judge.
+        return weakened + ([] if urls and all(url.startswith("tls://") for url in urls) else ["plaintext_clients"])
+    if str(s.get("nats_cluster_method") or "statefulset") == "operator":
+        return weakened + ["plaintext_clients", "plaintext_routes"]
+    if not as_bool(s.get("nats_cluster_tls_enabled", True)) or as_bool(s.get("nats_cluster_tls_allow_non_tls", False)):
+        weakened.append("plaintext_clients")
+    if not as_bool(s.get("nats_cluster_route_tls_enabled", True)):
+        weakened.append("plaintext_routes")
+    return weakened
+
+
+def opted_out(s: Settings) -> list[str]:
+    """tapio_nats_security_opt_outs as a list of names (a single name is accepted too)."""
+    given = s.get("tapio_nats_security_opt_outs") or []
+    return [str(name) for name in ([given] if isinstance(given, str) else list(given))]
+
+
+def security_opt_outs(s: Settings) -> list[dict[str, str]]:
+    """The opt-outs in effect, each ``{name, why}``, for preflight's summary."""
+    accepted = opted_out(s)
+    return [{"name": name, "why": OPT_OUTS[name]} for name in weakened_protections(s) if name in accepted]
+
+
+def security_problems(s: Settings, host: str) -> list[str]:
+    """A weaker setting the inventory has not opted out of, and unknown opt-out names."""
+    accepted = opted_out(s)
+    problems = [f"{host}: tapio_nats_security_opt_outs holds {name!r}, which is not an opt-out "
+                f"(known: {', '.join(OPT_OUTS)})" for name in accepted if name not in OPT_OUTS]
+    return problems + [
+        f"{host}: {OPT_OUTS[name]}. Turn the protection on, or accept this by adding {name!r} to "
+        "tapio_nats_security_opt_outs (preflight then names it in its summary)"
+        for name in weakened_protections(s) if name not in accepted]

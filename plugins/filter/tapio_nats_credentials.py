@@ -24,6 +24,8 @@ inventory and the Secrets read (tests/unit/test_nats_credentials_filter.py).
 from __future__ import annotations
 
 import base64
+import secrets
+import string
 from typing import Any
 
 from ansible.errors import AnsibleFilterError
@@ -33,11 +35,18 @@ USER_KEY = "NATS_USER"
 PASSWORD_KEY = "NATS_PASSWORD"
 PREVIOUS_USER_KEY = "NATS_PREVIOUS_USER"
 PREVIOUS_PASSWORD_KEY = "NATS_PREVIOUS_PASSWORD"
+GENERATED_LENGTH = 32
+GENERATED_ALPHABET = string.ascii_letters + string.digits
 
 
 def alternate_user(name: str, current: str) -> str:
     """The user a new password goes to: the other of ``name`` and ``name-rotated``."""
     return name + ALTERNATE_SUFFIX if current == name else name
+
+
+def generated_password() -> str:
+    """A workload's password on the first install when the inventory gives none."""
+    return "".join(secrets.choice(GENERATED_ALPHABET) for _ in range(GENERATED_LENGTH))
 
 
 def _decoded(data: dict[str, Any]) -> dict[str, str]:
@@ -49,14 +58,16 @@ def credential_plan(names: list[str], passwords: dict[str, Any], kept: dict[str,
     """One entry per workload name: ``{name, secret, user, password, previous, action}``.
 
     *kept* maps a Secret's name to its ``data`` as the API returns it (base64; ``{}`` or
-    absent when the Secret does not exist). ``previous`` is ``{}`` or ``{user, password}``;
-    ``action`` is ``create`` (no Secret yet), ``keep``, ``rotate`` or ``finish``."""
+    absent when the Secret does not exist). A workload without a password in *passwords* keeps
+    the one its Secret holds, or gets a random one when there is none yet. ``previous`` is
+    ``{}`` or ``{user, password}``; ``action`` is ``create`` (no Secret yet), ``keep``,
+    ``rotate`` or ``finish``."""
     plan = []
     for name in names:
         secret = f"{secret_prefix}{name}"
-        desired = str(passwords[name])
         held = _decoded(kept.get(secret) or {})
         current_user, current_password = held.get(USER_KEY, ""), held.get(PASSWORD_KEY, "")
+        desired = str(passwords.get(name) or current_password or generated_password())
         previous = ({"user": held[PREVIOUS_USER_KEY], "password": held.get(PREVIOUS_PASSWORD_KEY, "")}
                     if held.get(PREVIOUS_USER_KEY) else {})
         entry: dict[str, Any] = {"name": name, "secret": secret, "user": current_user or name,

@@ -23,6 +23,9 @@ from ansible.errors import AnsibleFilterError
 SHARED_DEFAULTS: dict[str, Any] = {
     # The JetStream stream of Tapio's events: created by nats_streams, read by every other phase.
     "tapio_events_stream": "TAPIO_EVENTS",
+    # One NATS user per workload, each allowed only its own subjects (a production protection:
+    # turning it off needs the opt-out shared_user, module_utils/tapio_nats_install_rules.py).
+    "tapio_nats_component_users": True,
 }
 
 

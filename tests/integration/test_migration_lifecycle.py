@@ -36,6 +36,10 @@ def originals(lab: MigrationLab) -> dict[str, dict]:
 def test_migrate_puts_pipeline_and_collectors_on_nats(lab: MigrationLab, originals: dict[str, dict]) -> None:
     run = lab.migrate()
     assert run.rc == 0, run.explain()
+    # This lab run has one shared user and installs NATS in clear, opted out by name: preflight says so.
+    assert "OPT-OUT shared_user: every workload connects as the toolkit's own user" in run.stdout, run.explain()
+    assert "OPT-OUT plaintext_clients: client connections to NATS are not encrypted" in run.stdout, run.explain()
+    assert "OPT-OUT plaintext_routes: the routes between the NATS servers are not encrypted" in run.stdout, run.explain()
     pipeline = lab.env("tapio-pipeline")
     assert pipeline["TAPIO_OUTPUT_MODE"] == "nats"
     assert pipeline["NATS_URL"] == "nats://tapio-nats:4222"

@@ -81,9 +81,18 @@ def playbook(path: str | Path, *args: str, extra: dict[str, Any] | None = None, 
     return Run(proc.returncode, proc.stdout + proc.stderr)
 
 
+# In NS one workload has no password in the inventory: the role makes a random one on the first
+# install and keeps it in the workload's Secret on every later run.
+GENERATED_FOR = "tapio-ebpf-collector"
+LAB_PASSWORDS: dict[str, str] = yaml.safe_load(
+    (REPO_ROOT / "inventories/lab/group_vars/all/nats.yml").read_text())["tapio_nats_component_passwords"]
+NS_PASSWORDS = {"tapio_nats_component_passwords": {**LAB_PASSWORDS, GENERATED_FOR: ""}}
+
+
 def nats_playbook(namespace: str, *args: str, extra: dict[str, Any] | None = None, **kwargs: Any) -> Run:
-    return playbook("playbooks/nats.yml", *args, extra={"nats_cluster_namespace": namespace, **(extra or {})},
-                    **kwargs)
+    passwords = NS_PASSWORDS if namespace == NS else {}
+    return playbook("playbooks/nats.yml", *args,
+                    extra={"nats_cluster_namespace": namespace, **passwords, **(extra or {})}, **kwargs)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -492,8 +501,23 @@ def test_podmonitor_is_applied_when_its_crd_exists(api: client.ApiClient, deploy
     assert pm["spec"]["podMetricsEndpoints"][0]["port"] == "prom-metrics"
 
 
+def test_a_workload_without_a_password_gets_a_random_one_the_servers_know(api: client.ApiClient,
+                                                                          deployed: Run) -> None:
+    core = client.CoreV1Api(api)
+    secret = core.read_namespaced_secret(f"{NAME}-auth-{GENERATED_FOR}", NS).data
+    user, password = (base64.b64decode(secret[key]).decode() for key in ("NATS_USER", "NATS_PASSWORD"))
+    assert user == GENERATED_FOR
+    assert re.fullmatch(r"[A-Za-z0-9]{32}", password) and password != LAB_PASSWORDS[GENERATED_FOR]
+    users_conf = base64.b64decode(core.read_namespaced_secret(f"{NAME}-routes", NS).data["users.conf"]).decode()
+    assert json.dumps(password) in users_conf
+    # The other workloads keep the inventory's passwords.
+    pipeline = core.read_namespaced_secret(f"{NAME}-auth-tapio-pipeline", NS).data
+    assert base64.b64decode(pipeline["NATS_PASSWORD"]).decode() == LAB_PASSWORDS["tapio-pipeline"]
+
+
 def test_rerun_changes_nothing(api: client.ApiClient, deployed: Run, podmonitor_crd: None) -> None:
-    """A second run (with the PodMonitor applied by now) changes nothing."""
+    """A second run (with the PodMonitor applied by now) changes nothing: a workload's random
+    password included."""
     before = resource_versions(api, NS)
     before["podmonitor"] = client.CustomObjectsApi(api).get_namespaced_custom_object(
         "monitoring.coreos.com", "v1", NS, "podmonitors", NAME)["metadata"]["resourceVersion"]

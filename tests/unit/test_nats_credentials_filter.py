@@ -135,3 +135,15 @@ def test_a_workload_named_like_another_workloads_rotated_user_is_refused() -> No
 
 def test_both_filters_agree_on_the_suffix() -> None:
     assert credentials.ALTERNATE_SUFFIX == users_filter.ALTERNATE_SUFFIX
+
+
+def test_a_workload_without_a_password_keeps_its_secrets_or_gets_a_random_one() -> None:
+    kept = {f"{PREFIX}tapio-pipeline": secret(NATS_USER="tapio-pipeline-rotated", NATS_PASSWORD="held")}
+    first, second = (credentials.credential_plan(NAMES, {"tapio-ebpf-collector": ""}, kept, PREFIX) for _ in range(2))
+    pipeline, collector = first
+    assert (pipeline["action"], pipeline["user"], pipeline["password"]) == ("keep", "tapio-pipeline-rotated", "held")
+    assert (collector["action"], collector["user"]) == ("create", "tapio-ebpf-collector")
+    assert len(collector["password"]) == credentials.GENERATED_LENGTH
+    assert set(collector["password"]) <= set(credentials.GENERATED_ALPHABET)
+    # Random per plan: the role fixes the plan once per run (tasks/kept.yml), so all its uses agree.
+    assert second[1]["password"] != collector["password"]

@@ -76,12 +76,14 @@ def test_a_request_that_can_work_is_not_refused() -> None:
     ({"nats_cluster_component_users": False, "nats_cluster_auth_password": ""},
      "nats_cluster_auth_enabled is true but nats_cluster_auth_user or nats_cluster_auth_password is empty (set it "
      "from a vault)."),
-    ({"nats_cluster_component_passwords": {"tapio-pipeline": "p", "tapio-k8s-collector": ""}},
-     "tapio_nats_component_users needs nats_cluster_auth_enabled and a password in tapio_nats_component_passwords "
-     "for the pipeline and every collector; missing: tapio-k8s-collector."),
+    ({"nats_cluster_method": "operator", "nats_cluster_jetstream_enabled": False,
+      "nats_cluster_component_passwords": {"tapio-pipeline": "p", "tapio-k8s-collector": ""}},
+     "nats_cluster_method=operator with tapio_nats_component_users needs a password in tapio_nats_component_passwords "
+     "for the pipeline and every collector (nats-operator's users come from the inventory alone); missing: "
+     "tapio-k8s-collector."),
     ({"nats_cluster_auth_enabled": "false", "nats_cluster_route_auth_enabled": False},
-     "tapio_nats_component_users needs nats_cluster_auth_enabled and a password in tapio_nats_component_passwords "
-     "for the pipeline and every collector; missing: none."),
+     "tapio_nats_component_users needs nats_cluster_auth_enabled: the servers check each workload's user and "
+     "password."),
     ({"nats_cluster_route_user": "bad user"}, ROUTE),
     ({"nats_cluster_route_user": ""}, ROUTE),
     ({"nats_cluster_route_password": "p@ss"}, ROUTE),
@@ -100,7 +102,7 @@ def test_a_request_that_can_work_is_not_refused() -> None:
     ({"tapio_nats_reach": "direct"},
      "nats_cluster_monitor_urls is empty: the NATS health gate needs every server's monitoring URL (port 8222), or "
      "tapio_nats_reach=kubernetes."),
-], ids=["operator", "lame-duck", "grace-period", "lame-grace", "lame-grace-negative", "auth", "component-password",
+], ids=["operator", "lame-duck", "grace-period", "lame-grace", "lame-grace-negative", "auth", "operator-component-password",
         "component-users-without-auth", "route-user", "route-user-empty", "route-password", "system-user", "route-tls",
         "replicas", "storage", "memory", "percent-0", "percent-101", "monitor-urls"])
 def test_each_rule_names_what_it_refuses(changes: dict[str, Any], message: str) -> None:
@@ -111,12 +113,13 @@ def test_each_rule_names_what_it_refuses(changes: dict[str, Any], message: str) 
     {"nats_cluster_method": "operator", "nats_cluster_jetstream_enabled": False, "nats_cluster_replicas": 1},
     {"nats_cluster_auth_enabled": False, "nats_cluster_auth_password": "", "nats_cluster_component_users": False},
     {"nats_cluster_component_users": "no", "nats_cluster_component_passwords": {}},
+    {"nats_cluster_component_passwords": {}},
     {"nats_cluster_route_auth_enabled": "false", "nats_cluster_route_user": "bad user"},
     {"nats_cluster_route_password": "p.a_s~s-1"},
     {"nats_cluster_system_account_enabled": False, "nats_cluster_system_user": "sys/tem"},
     {"nats_cluster_route_tls_enabled": True, "nats_cluster_tls_enabled": True},
     {"tapio_nats_reach": "direct", "nats_cluster_monitor_urls": ["http://nats-0:8222"]},
-], ids=["operator-core-nats", "auth-off", "component-users-off", "route-auth-off", "route-password", "system-off",
+], ids=["operator-core-nats", "auth-off", "component-users-off", "statefulset-keeps-or-makes-passwords", "route-auth-off", "route-password", "system-off",
         "route-tls", "monitor-urls"])
 def test_what_a_rule_allows_is_not_refused(changes: dict[str, Any]) -> None:
     assert refusals(**changes) == []
@@ -137,16 +140,9 @@ def test_url_safe_credentials(value: Any, may_be_empty: bool, safe: bool) -> Non
     assert rules.url_safe(value, may_be_empty=may_be_empty) is safe
 
 
-def test_workloads_without_a_password() -> None:
-    have = rules.with_password({"tapio-pipeline": "p", "tapio-k8s-collector": "", "other": None})
-    assert have == ["tapio-pipeline"]
-    assert rules.without_password(["tapio-pipeline", "tapio-k8s-collector"], have) == ["tapio-k8s-collector"]
-    assert rules.with_password(None) == []
-
-
 def test_the_boilerplate_calls_the_same_rules() -> None:
-    assert (ti.url_safe, ti.without_password, ti.as_bool, ti.as_int) == (
-        rules.url_safe, rules.without_password, rules.as_bool, rules.as_int)
+    assert (ti.url_safe, ti.security_problems, ti.as_bool, ti.as_int) == (
+        rules.url_safe, rules.security_problems, rules.as_bool, rules.as_int)
 
 
 @pytest.mark.parametrize("value, expected", [("42", 42), ("42.5", 42), (7.9, 7), ("x", 0), (None, 0), (True, 1)])

@@ -15,6 +15,7 @@ from module_utils_loader import load_file, load_module_utils
 for _name in ("tapio_nats_config", "tapio_nats", "tapio_kube"):
     load_module_utils(_name)
 ti = load_module_utils("tapio_inputs")
+rules = load_module_utils("tapio_nats_install_rules")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HOST = "lab"
@@ -30,14 +31,13 @@ GOOD: dict[str, Any] = {
     "tapio_nats_servers": ["nats://127.0.0.1:4222", "tls://nats-1:4222"],
     "tapio_nats_url": "nats://tapio-nats:4222",
 }
-WORKLOADS = ["tapio-pipeline", "tapio-k8s-collector", "tapio-systemd-collector"]
 
 
-def problems(with_password: list[str] | None = None, running: str = "2.19.4", **changes: Any) -> list[str]:
+def problems(running: str = "2.19.4", **changes: Any) -> list[str]:
     inputs = {**GOOD, **changes}
     for name in [name for name, value in changes.items() if value is None]:
         del inputs[name]
-    return ti.problems_of(inputs, HOST, running, [], WORKLOADS if with_password is None else with_password)
+    return ti.problems_of(inputs, HOST, running, [])
 
 
 def only(found: list[str]) -> str:
@@ -66,7 +66,7 @@ def test_missing_libraries_are_named_with_their_minimum_versions() -> None:
     assert len(found) == 2
     assert "Failed to import the required Python library (nats-py>=2.7.2)" in found[0]
     assert "(kubernetes>=24.2.0)" in found[1]
-    combined = ti.problems_of(GOOD, HOST, "2.18.1", [("kubernetes>=24.2.0", "Traceback ...")], WORKLOADS)
+    combined = ti.problems_of(GOOD, HOST, "2.18.1", [("kubernetes>=24.2.0", "Traceback ...")])
     assert combined[0].startswith("ansible-core >= 2.19 is required") and "kubernetes>=24.2.0" in combined[1]
 
 
@@ -99,7 +99,9 @@ def test_types_are_checked_and_reported_together() -> None:
 
 
 # -- NATS reach ------------------------------------------------------------------------------
-KUBE = {"tapio_nats_reach": "kubernetes"}
+# The operator method and NATS from outside run without TLS: opted out, so only reach is judged.
+ALL_OPTED_OUT = {"tapio_nats_security_opt_outs": ["shared_user", "plaintext_clients", "plaintext_routes"]}
+KUBE = {"tapio_nats_reach": "kubernetes", **ALL_OPTED_OUT}
 REACH = "tapio_nats_kube_port_forward (one pod, for direct reach) cannot be combined with it"
 
 
@@ -130,7 +132,8 @@ def test_good_kubernetes_reach(changes: dict[str, Any]) -> None:
 
 
 def test_reach_rules_apply_only_to_kubernetes_reach() -> None:
-    assert problems(tapio_nats_kube_port_forward={"namespace": "tapio", "pod": "p"}, nats_cluster_method="operator") == []
+    assert problems(tapio_nats_kube_port_forward={"namespace": "tapio", "pod": "p"}, nats_cluster_method="operator",
+                    **ALL_OPTED_OUT) == []
 
 
 # -- credentials in URLs ---------------------------------------------------------------------
@@ -179,17 +182,9 @@ def test_the_names_message_lists_every_bad_name() -> None:
 USERS = {"tapio_nats_component_users": True}
 
 
-def test_every_workload_needs_a_password_with_component_users() -> None:
-    found = only(problems(with_password=["tapio-pipeline"], **USERS))
-    assert found.startswith(f"Invalid NATS users for {HOST}: tapio_nats_component_users needs a password")
-    assert "(missing: tapio-k8s-collector, tapio-systemd-collector)" in found
+def test_workload_passwords_are_not_needed_the_nats_phase_keeps_or_makes_them() -> None:
     assert problems(**USERS) == []
-
-
-@pytest.mark.parametrize("changes", [{}, {"tapio_nats_component_users": "false"},
-                                     {**USERS, "tapio_nats_install": False}])
-def test_passwords_are_not_needed_without_component_users_or_without_the_install(changes: dict[str, Any]) -> None:
-    assert problems(with_password=[], **changes) == []
+    assert problems(tapio_nats_component_users="false", tapio_nats_security_opt_outs=["shared_user"]) == []
 
 
 @pytest.mark.parametrize(("password", "ok"), [("p@ss/word", False), ("two words", False), ("Abc.1_~-z", True),
@@ -199,7 +194,45 @@ def test_route_password_characters(password: str | None, ok: bool) -> None:
     if ok:
         assert found == []
     else:
-        assert "(missing: none); tapio_nats_route_password may hold only letters, digits and . _ ~ -" in only(found)
+        assert only(found) == (f"Invalid NATS users for {HOST}: tapio_nats_route_password may hold only letters, "
+                               "digits and . _ ~ - (it is part of the route URLs).")
+
+
+# -- production protections and their opt-outs -------------------------------------------------
+@pytest.mark.parametrize(("changes", "weakened"), [
+    ({}, []),
+    ({"tapio_nats_component_users": False}, ["shared_user"]),
+    ({"nats_cluster_tls_enabled": "false"}, ["plaintext_clients"]),
+    ({"nats_cluster_tls_allow_non_tls": True}, ["plaintext_clients"]),
+    ({"nats_cluster_route_tls_enabled": False}, ["plaintext_routes"]),
+    ({"nats_cluster_method": "operator"}, ["plaintext_clients", "plaintext_routes"]),
+    ({"tapio_nats_install": False}, ["plaintext_clients"]),
+    ({"tapio_nats_install": False, "tapio_nats_url": "tls://a:4222,tls://b:4222"}, []),
+    ({"tapio_nats_install": False, "tapio_nats_url": "tls://a:4222,nats://b:4222", "nats_cluster_tls_enabled": False,
+      "nats_cluster_route_tls_enabled": False}, ["plaintext_clients"]),
+    ({"tapio_nats_component_users": "no", "nats_cluster_tls_enabled": False, "nats_cluster_route_tls_enabled": False},
+     ["shared_user", "plaintext_clients", "plaintext_routes"]),
+], ids=["defaults", "shared-user", "no-client-tls", "allow-non-tls", "no-route-tls", "operator", "outside-nats-plain",
+        "outside-nats-tls", "outside-nats-mixed", "all-off"])
+def test_each_weaker_setting_is_refused_unless_opted_out_by_name(changes: dict[str, Any], weakened: list[str]) -> None:
+    assert rules.weakened_protections({**GOOD, **changes}) == weakened
+    found = problems(**changes)
+    assert len(found) == len(weakened), found
+    for name, problem in zip(weakened, found):
+        assert problem.startswith(f"{HOST}: {rules.OPT_OUTS[name]}. Turn the protection on, or accept this by adding "
+                                  f"'{name}' to tapio_nats_security_opt_outs"), problem
+    assert problems(tapio_nats_security_opt_outs=weakened, **changes) == []
+    accepted = rules.security_opt_outs({**GOOD, **changes, "tapio_nats_security_opt_outs": weakened})
+    assert accepted == [{"name": name, "why": rules.OPT_OUTS[name]} for name in weakened]
+
+
+def test_an_opt_out_not_in_effect_is_not_named_and_an_unknown_one_is_refused() -> None:
+    assert rules.security_opt_outs({**GOOD, "tapio_nats_security_opt_outs": ["shared_user"]}) == []
+    assert rules.security_opt_outs({**GOOD, "tapio_nats_component_users": False,
+                                    "tapio_nats_security_opt_outs": "shared_user"})[0]["name"] == "shared_user"
+    assert only(problems(tapio_nats_security_opt_outs=["shared_user", "no_tls"])) == (
+        f"{HOST}: tapio_nats_security_opt_outs holds 'no_tls', which is not an opt-out (known: shared_user, "
+        "plaintext_clients, plaintext_routes)")
 
 
 # -- kubeconfig --------------------------------------------------------------------------------
@@ -220,14 +253,14 @@ def test_kubeconfig_path_is_expanded_but_named_as_written(tmp_path: Path, monkey
 
 # -- several problems at once --------------------------------------------------------------------
 def test_every_problem_is_reported_in_order() -> None:
-    found = problems(running="2.18.0", with_password=[], tapio_namespace="Tapio_Prod", tapio_nats_reach="kubernetes",
+    found = problems(running="2.18.0", tapio_namespace="Tapio_Prod", tapio_nats_reach="kubernetes",
                      tapio_nats_kube_selector="a=b", tapio_nats_kube_service="nats",
                      tapio_nats_url="nats://u:p@tapio-nats:4222", tapio_nats_route_password="a/b",
                      tapio_kubeconfig="/nonexistent/kubeconfig", **USERS)
     assert [problem.split(" ")[0] for problem in found] == [
         "ansible-core", "Invalid", "1", "Invalid", "Invalid", "tapio_kubeconfig"]
     assert "Invalid NATS reach" in found[1] and "namespace=Tapio_Prod" in found[3]
-    assert "missing: tapio-pipeline, tapio-k8s-collector, tapio-systemd-collector" in found[4]
+    assert "tapio_nats_route_password may hold only" in found[4]
 
 
 # -- the module, run as the action plugin runs it ----------------------------------------------
@@ -235,7 +268,7 @@ action = load_file("tapio_test_action_plugin_inputs", REPO_ROOT / "plugins" / "a
 inputs_module = load_file("tapio_test_library_inputs", REPO_ROOT / "library" / "tapio_inputs.py")
 MODULE_ARGS = {"host": HOST, "namespace": "tapio", "kube_context": "kwok-tapio-lab", "pipeline": GOOD["tapio_pipeline"],
                "collectors": COLLECTORS,
-               "nats_servers": GOOD["tapio_nats_servers"], "nats_component_password_names": WORKLOADS}
+               "nats_servers": GOOD["tapio_nats_servers"]}
 
 
 def run(args: dict[str, Any], check: bool = False) -> dict[str, Any]:
@@ -247,15 +280,16 @@ def test_module_passes_good_input_in_check_mode_too() -> None:
     for check in (False, True):
         result = run(MODULE_ARGS, check=check)
         assert not result.get("failed") and result["changed"] is False and result["ansible_version"], result
+        assert result["security_opt_outs"] == []
 
 
 def test_module_reports_every_problem_one_a_line() -> None:
     result = run({**MODULE_ARGS, "namespace": "Tapio_Prod", "kubeconfig": "/nonexistent/kubeconfig",
-                  "nats_component_users": "yes", "nats_component_password_names": ["tapio-pipeline"]})
+                  "nats_component_users": "no"})
     assert result["failed"] is True
     lines = result["msg"].split("\n")
     assert len(lines) == 3 and "namespace=Tapio_Prod" in lines[0]
-    assert "missing: tapio-k8s-collector, tapio-systemd-collector" in lines[1]
+    assert "accept this by adding 'shared_user'" in lines[1]
     assert lines[2] == "tapio_kubeconfig /nonexistent/kubeconfig does not exist (for the lab: scripts/lab up)"
 
 
@@ -332,3 +366,10 @@ def test_only_the_names_of_passwords_with_control_characters_leave_the_template(
     # The boilerplate's form: every inventory password by its name.
     named = {"tapio_nats_password": "ok", "tapio_nats_route_password": "", "tapio_nats_system_password": "a\tb"}
     assert users.passwords_with_control_characters(named, {"w": 123456}) == ["tapio_nats_system_password"]
+
+
+def test_module_returns_the_opt_outs_in_effect() -> None:
+    result = run({**MODULE_ARGS, "nats_cluster_route_tls_enabled": "no",
+                  "nats_security_opt_outs": ["plaintext_routes", "shared_user"]})
+    assert not result.get("failed"), result
+    assert result["security_opt_outs"] == [{"name": "plaintext_routes", "why": rules.OPT_OUTS["plaintext_routes"]}]
