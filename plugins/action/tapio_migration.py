@@ -16,7 +16,9 @@ its JSON result is parsed the way ``_execute_module`` parses a module's output. 
 validation, no_log masking, check mode, diff and warnings are the module's own.
 
 This file is the action plugin of ``tapio_migration``; the other modules' action plugins are
-symbolic links to it (the module to run is the task's action name).
+symbolic links to it (the module to run is the task's action name). It also gives the modules
+that reach NATS or Kubernetes their connection, from the tapio role's variables
+(``CONNECTION_DEFAULTS``), so no playbook repeats it.
 """
 from __future__ import annotations
 
@@ -51,10 +53,22 @@ PROJECT_MODULE_UTILS = (
     "tapio_private", "tapio_workload", "tapio_stream_health", "tapio_health_findings", "tapio_lease",
     "tapio_lease_state", "tapio_lease_renewer", "tapio_engine_inputs", "tapio_engine_run", "tapio_owned",
     "tapio_record_digests", "tapio_records", "tapio_rollout", "tapio_gates", "tapio_collectors", "tapio_preflight",
-    "tapio_probe_job",
+    "tapio_probe_job", "tapio_nats_reload",
     "tapio_lab_ledger", "tapio_engine", "tapio_timeline", "tapio_apply", "tapio_jetstream_fields",
     "tapio_jetstream", "tapio_jetstream_buckets", "tapio_jetstream_drift",
 )
+# The connections the tapio role resolves (roles/tapio/vars/main/), given to these modules as
+# their defaults in every play that lists the role: the one place every playbook's NATS and
+# Kubernetes connection comes from, instead of a module_defaults block per playbook. Later
+# variables win over earlier ones; the task's own arguments (module_defaults too) win over all.
+NATS_CONNECTION = ("tapio_nats_connection",)
+KUBE_CONNECTION = ("tapio_kube_connection",)
+CONNECTION_DEFAULTS: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(("nats_stream", "nats_consumer", "nats_jetstream", "nats_info", "nats_probe", "nats_server_reload",
+                     "tapio_health"), NATS_CONNECTION),
+    "tapio_migration": NATS_CONNECTION + KUBE_CONNECTION + ("tapio_engine_defaults",),
+    **dict.fromkeys(("tapio_apply", "tapio_credentials_rollout"), KUBE_CONNECTION),
+}
 # Present in sys.modules once _freeze_before_forks has registered its fork hook.
 FORK_HOOK_MARK = "tapio_in_process_library.freeze_before_forks"
 # "<controller pid>:<fd>", a copy of ansible-playbook's stderr for the lock's renewer (the same
@@ -181,7 +195,7 @@ class ActionModule(ActionBase):
         _load_module_utils(MODULE_UTILS_OF_ONE_MODULE.get(name, ()))
         module = _load(f"tapio_in_process_library.{name}", path)
 
-        module_args = dict(self._task.args)
+        module_args = {**self._connection_defaults(name, task_vars), **self._task.args}
         self._update_module_args(name, module_args, task_vars)
         encoder = get_module_encoder("legacy", Direction.CONTROLLER_TO_MODULE)
         payload = json.dumps({"ANSIBLE_MODULE_ARGS": module_args}, cls=encoder).encode()
@@ -190,3 +204,12 @@ class ActionModule(ActionBase):
         remove_internal_keys(data)
         result.update(data)
         return result
+
+    def _connection_defaults(self, name: str, task_vars: dict[str, Any]) -> dict[str, Any]:
+        """The module's connection from the tapio role's variables (CONNECTION_DEFAULTS), where
+        the play defines them; {} elsewhere (the lab's playbooks, the tests' own plays)."""
+        defaults: dict[str, Any] = {}
+        for variable in CONNECTION_DEFAULTS.get(name, ()):
+            if variable in task_vars:
+                defaults.update(self._templar.resolve_variable_expression(variable) or {})
+        return defaults
