@@ -221,8 +221,7 @@ def cluster(kube_lab: KubeLab) -> Iterator[Cluster]:
     try:
         yield nodes
     finally:
-        lab("up")  # a node a test stopped starts again
-        lab("reset")
+        lab("reset")  # which also starts again a node a test stopped (the lab_nodes role)
 
 
 def test_with_two_schedulable_nodes_the_third_server_stays_pending_and_the_spread_rule_is_named(
