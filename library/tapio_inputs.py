@@ -131,6 +131,18 @@ options:
   lock_duration:
     description: C(tapio_lock_duration), seconds; at least 30.
     type: raw
+  nats_extra_consumers:
+    description:
+      - C(tapio_nats_extra_consumers), the declared extra consumers of the events stream; each entry's
+        fields, its filter subjects inside O(consume_subjects), unique names that are not
+        O(pipeline_consumer) nor another NATS user's (module_utils/tapio_extra_consumers.py).
+    type: raw
+  pipeline_consumer:
+    description: C(tapio_pipeline_consumer) (default C(tapio-pipeline)), a name no extra consumer may take.
+    type: raw
+  nats_user:
+    description: C(tapio_nats_user) (default C(tapio)), the toolkit's NATS user, a name no extra consumer may take.
+    type: raw
 notes:
   - Supports check mode (it only reads, and runs the same).
   - On failure, C(msg) holds every problem found, each a complete message, one a line.
@@ -182,7 +194,7 @@ VARIABLES: dict[str, str] = {
         "nats_kube_monitor_port", "nats_install", "nats_cluster_method", "nats_component_users", "nats_route_password",
         "consume_subjects", "nats_passwords_with_control_characters", "collectors_order", "collectors_batch_size",
         "lock_duration", "nats_cluster_tls_enabled", "nats_cluster_tls_allow_non_tls", "nats_cluster_route_tls_enabled",
-        "nats_security_opt_outs")
+        "nats_security_opt_outs", "nats_extra_consumers", "pipeline_consumer", "nats_user")
 }
 ARGUMENT_SPEC: dict[str, Any] = {
     "host": {"type": "str", "required": True},

@@ -20,6 +20,7 @@ from typing import Any, Optional
 from ansible.module_utils.basic import missing_required_lib
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.compat.version import LooseVersion
+from ansible.module_utils.tapio_extra_consumers import problems_of as extra_consumer_rules
 from ansible.module_utils.tapio_kube import KUBERNETES_IMPORT_ERROR, KUBERNETES_REQUIREMENT
 from ansible.module_utils.tapio_nats import NATS_IMPORT_ERROR, NATS_REQUIREMENT
 from ansible.module_utils.tapio_nats_config import subject_is_within, subjects_overlap
@@ -203,6 +204,25 @@ def subject_prefix_problems(inputs: Inputs, host: str) -> list[str]:
     return problems
 
 
+def extra_consumer_names(inputs: Inputs) -> list[str]:
+    """The names of tapio_nats_extra_consumers' entries (each is a NATS user of its own)."""
+    consumers = inputs.get("tapio_nats_extra_consumers")
+    return [str(entry["name"]) for entry in consumers if isinstance(entry, dict) and entry.get("name")] \
+        if isinstance(consumers, list) else []
+
+
+def extra_consumer_problems(inputs: Inputs, host: str) -> list[str]:
+    """tapio_nats_extra_consumers (module_utils/tapio_extra_consumers.py): each entry's fields,
+    its filter inside the events stream's subjects, and names that are not the pipeline's
+    consumer, another entry's or another user's."""
+    taken = [str(inputs.get("tapio_nats_user") or "tapio"), inputs["tapio_pipeline"]["name"],
+             *[c["name"] for c in inputs["tapio_collectors"]]]
+    problems = extra_consumer_rules(inputs.get("tapio_nats_extra_consumers"),
+                                    [str(inputs.get("tapio_consume_subjects") or DEFAULT_EVENTS_SUBJECTS)],
+                                    str(inputs.get("tapio_pipeline_consumer") or "tapio-pipeline"), taken)
+    return [f"{host}: {problem}" for problem in problems]
+
+
 def password_problems(inputs: Inputs, host: str) -> list[str]:
     """Passwords go into nats.conf, Secrets and env: a control character (a newline from a
     vault file, a tab) would break the first and silently differ in the others. The
@@ -284,6 +304,7 @@ def problems_of(inputs: Inputs, host: str, running_ansible: str, missing: list[t
         return problems + type_errors
     return (problems + reach_problems(validated, host) + credential_problems(validated, host)
             + name_problems(validated, host) + subject_prefix_problems(validated, host)
+            + extra_consumer_problems(validated, host)
             + nats_user_problems(validated, host) + password_problems(validated, host)
             + nats_url_problems(validated, host) + kube_context_problems(validated, host)
             + collector_order_problems(validated, host) + lock_duration_problems(validated, host)

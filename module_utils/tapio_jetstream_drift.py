@@ -69,6 +69,9 @@ def declared_changes(declared: Mapping[str, Any], live: Mapping[str, Any], kind:
             for wire in changed_fields(declared, live, fields)}
 
 
+REPLAY_MARK = "tapio.io/replay"  # the same as tapio_replay_window.MARK
+
+
 def drift_report(declared_streams: Mapping[str, Mapping[str, Any]],
                  declared_consumers: Mapping[str, Mapping[str, Mapping[str, Any]]],
                  live_streams: Mapping[str, Mapping[str, Any]],
@@ -97,7 +100,10 @@ def drift_report(declared_streams: Mapping[str, Mapping[str, Any]],
         for name, declared in sorted(consumers.items()):
             compare(f"consumer {stream}/{name}", declared, (live_consumers.get(stream) or {}).get(name), "consumer")
     for stream in sorted(declared_streams):
-        extra = sorted(set(live_consumers.get(stream) or {}) - set(declared_consumers.get(stream) or {}))
+        # A replay consumer is replay.yml's (library/nats_replay_window.py), not the declaration's.
+        live = {name for name, config in (live_consumers.get(stream) or {}).items()
+                if (config.get("metadata") or {}).get(REPLAY_MARK) != "true"}
+        extra = sorted(live - set(declared_consumers.get(stream) or {}))
         if extra:
             report["unmanaged_consumers"][stream] = extra
     return report

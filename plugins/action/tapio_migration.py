@@ -49,13 +49,14 @@ MODULE_UTILS_DIR = REPO_ROOT / "module_utils"
 # exactly as a module process would see them.
 PROJECT_MODULE_UTILS = (
     "tapio_wait", "tapio_http", "tapio_nats_config", "tapio_nats", "tapio_nats_probe", "tapio_nats_health",
-    "tapio_kube", "tapio_nats_install_rules", "tapio_inputs", "tapio_kube_forward", "tapio_nats_session",
+    "tapio_kube", "tapio_nats_install_rules", "tapio_extra_consumers", "tapio_inputs", "tapio_kube_forward",
+    "tapio_nats_session",
     "tapio_private", "tapio_workload", "tapio_stream_health", "tapio_health_findings", "tapio_lease",
     "tapio_lease_state", "tapio_lease_renewer", "tapio_engine_inputs", "tapio_engine_run", "tapio_owned",
     "tapio_record_digests", "tapio_records", "tapio_rollout", "tapio_gates", "tapio_collectors", "tapio_preflight",
     "tapio_probe_job", "tapio_nats_reload",
     "tapio_lab_ledger", "tapio_engine", "tapio_timeline", "tapio_apply", "tapio_jetstream_fields",
-    "tapio_jetstream", "tapio_jetstream_buckets", "tapio_jetstream_drift",
+    "tapio_jetstream", "tapio_jetstream_buckets", "tapio_jetstream_drift", "tapio_replay_window",
 )
 # The connections the tapio role resolves (roles/tapio/vars/main/), given to these modules as
 # their defaults in every play that lists the role: the one place every playbook's NATS and

@@ -26,7 +26,7 @@ from __future__ import annotations
 import base64
 import secrets
 import string
-from typing import Any
+from typing import Any, Optional
 
 from ansible.errors import AnsibleFilterError
 
@@ -98,13 +98,28 @@ def rolling(plan: list[dict[str, Any]]) -> list[str]:
     return [entry["secret"] for entry in plan if entry["previous"]]
 
 
-def readers(plan: list[dict[str, Any]], pipeline_name: str, namespace: str) -> list[dict[str, Any]]:
+def readers(plan: list[dict[str, Any]], pipeline_name: str, namespace: str,
+            extra_consumers: Optional[list[dict[str, Any]]] = None) -> list[dict[str, Any]]:
     """The workloads to restart for the changes in *plan* (library/tapio_credentials_rollout.py's
     ``workloads``): each changed workload, the pipeline a Deployment and a collector a
-    DaemonSet, in the Secret's namespace (the only one whose pods can read it)."""
-    return [{"kind": "Deployment" if entry["name"] == pipeline_name else "DaemonSet", "name": entry["name"],
-             "namespace": namespace, "secret": entry["secret"], "user": entry["user"]}
-            for entry in plan if entry["previous"]]
+    DaemonSet, in the Secret's namespace (the only one whose pods can read it). An extra
+    consumer's reader (``tapio_nats_extra_consumers``) is its entry's ``workload``
+    (``{kind, name}``); an entry without one has no reader the toolkit knows and is left out."""
+    extra = {str(entry.get("name")): entry.get("workload") for entry in extra_consumers or []}
+    found = []
+    for entry in plan:
+        if not entry["previous"]:
+            continue
+        if entry["name"] in extra:
+            workload = extra[entry["name"]]
+            if not workload:
+                continue
+            kind, name = workload["kind"], workload["name"]
+        else:
+            kind, name = ("Deployment" if entry["name"] == pipeline_name else "DaemonSet"), entry["name"]
+        found.append({"kind": kind, "name": name, "namespace": namespace, "secret": entry["secret"],
+                      "user": entry["user"]})
+    return found
 
 
 def secret_data(entry: dict[str, Any]) -> dict[str, str]:

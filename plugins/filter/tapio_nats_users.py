@@ -15,7 +15,9 @@ workload, with only the subjects it needs:
 - the pipeline: read its durable consumer (``$JS.API.CONSUMER.INFO`` and
   ``$JS.API.CONSUMER.MSG.NEXT`` for that stream and consumer only), acknowledge its messages
   (``$JS.ACK.<stream>.<consumer>.>``) and receive replies on its own inbox; it cannot publish
-  events.
+  events;
+- each declared extra consumer (``tapio_nats_extra_consumers``: a SIEM export, a debugging tap,
+  a second correlation engine): the same as the pipeline, for its own durable consumer only.
 
 A workload's client takes its replies on ``inbox_prefix(name)`` (``_INBOX_<name>``): the
 migration sets it in the pods' env (``NATS_INBOX_PREFIX``) and Tapio's client passes it as its
@@ -72,6 +74,7 @@ def collector_permissions(subject_prefix: str, name: str) -> dict[str, Any]:
 
 
 def pipeline_permissions(stream: str, consumer: str, name: str) -> dict[str, Any]:
+    """Read and acknowledge one durable consumer (the pipeline's, or an extra consumer's)."""
     return {"publish": {"allow": [f"$JS.API.CONSUMER.INFO.{stream}.{consumer}",
                                   f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}",
                                   f"$JS.ACK.{stream}.{consumer}.>"]},
@@ -79,13 +82,20 @@ def pipeline_permissions(stream: str, consumer: str, name: str) -> dict[str, Any
 
 
 def _problems(admin: dict[str, Any], pipeline: dict[str, Any], collectors: list[dict[str, Any]],
-              stream: str, consumer: str, passwords: Optional[dict[str, Any]]) -> list[str]:
+              stream: str, consumer: str, passwords: Optional[dict[str, Any]],
+              extra: list[dict[str, Any]]) -> list[str]:
     problems = []
     if not admin.get("user"):
         problems.append("the toolkit's user (tapio_nats_user) is empty")
-    names = [str(c.get("name") or "") for c in collectors] + [str(pipeline.get("name") or "")]
+    names = ([str(c.get("name") or "") for c in collectors] + [str(pipeline.get("name") or "")]
+             + [str(e.get("name") or "") for e in extra])
     if "" in names:
-        problems.append("every collector and the pipeline need a name")
+        problems.append("every collector, the pipeline and every extra consumer need a name")
+    bad = [str(e.get("name")) for e in extra if e.get("name") and not JETSTREAM_NAME.match(str(e["name"]))]
+    if bad:
+        problems.append(f"extra consumer names must be JetStream names: {', '.join(bad)}")
+    if consumer in {str(e.get("name")) for e in extra}:
+        problems.append(f"the extra consumer {consumer} is the pipeline's durable consumer (tapio_pipeline_consumer)")
     duplicates = sorted({n for n in names if names.count(n) > 1} | ({admin.get("user")} & set(names)))
     if duplicates:
         problems.append(f"user names must be unique (the toolkit's user and each workload name): {', '.join(duplicates)}")
@@ -111,7 +121,8 @@ def _problems(admin: dict[str, Any], pipeline: dict[str, Any], collectors: list[
 
 def tapio_nats_users(admin: dict[str, Any], pipeline: dict[str, Any], collectors: list[dict[str, Any]],
                      stream: str, consumer: str, passwords: Optional[dict[str, Any]] = None,
-                     credentials: Optional[list[dict[str, Any]]] = None) -> list[dict[str, Any]]:
+                     credentials: Optional[list[dict[str, Any]]] = None,
+                     extra_consumers: Optional[list[dict[str, Any]]] = None) -> list[dict[str, Any]]:
     """The ``users`` of nats.conf's ``authorization`` block.
 
     *admin* is ``{user, password}`` or ``{user, password_env}`` and keeps every permission.
@@ -119,11 +130,14 @@ def tapio_nats_users(admin: dict[str, Any], pipeline: dict[str, Any], collectors
     role's plan, plugins/filter/tapio_nats_credentials.py: its current user, and its previous
     one with the same permissions while a password change rolls out), else from
     ``passwords[name]`` (the lab writes them into its own config), else nats-server reads the
-    password from ``$NATS_PASSWORD_<NAME>``."""
-    problems = _problems(admin, pipeline, collectors, stream, consumer, passwords if credentials is None else None)
+    password from ``$NATS_PASSWORD_<NAME>``. Each of *extra_consumers* (``tapio_nats_extra_consumers``)
+    gets a user named after it that reads and acknowledges its own durable consumer only."""
+    extra = list(extra_consumers or [])
+    problems = _problems(admin, pipeline, collectors, stream, consumer, passwords if credentials is None else None,
+                         extra)
     planned = {entry["name"]: entry for entry in credentials or []}
     if credentials is not None:
-        missing = [c.get("name") for c in [pipeline, *collectors] if c.get("name") not in planned]
+        missing = [c.get("name") for c in [pipeline, *collectors, *extra] if c.get("name") not in planned]
         if missing:
             problems.append(f"no credentials planned for {', '.join(map(str, missing))}")
     if problems:
@@ -146,7 +160,25 @@ def tapio_nats_users(admin: dict[str, Any], pipeline: dict[str, Any], collectors
     for collector in collectors:
         users.extend({**login, "permissions": collector_permissions(collector["subject_prefix"], collector["name"])}
                      for login in logins(collector["name"]))
+    for reader in extra:
+        users.extend({**login, "permissions": pipeline_permissions(stream, reader["name"], reader["name"])}
+                     for login in logins(reader["name"]))
     return users
+
+
+CONSUMER_KEYS = ("description", "filter_subjects", "deliver_policy", "opt_start_time", "opt_start_seq", "ack_policy",
+                 "ack_wait", "max_deliver", "max_ack_pending")
+
+
+def extra_consumer_settings(consumers: list[dict[str, Any]], stream: str) -> list[dict[str, Any]]:
+    """``tapio_nats_extra_consumers`` as the nats_jetstream module's ``consumers`` entries (the
+    nats_consumer options): on the events stream, explicit acks and delivery of new events
+    unless the entry says otherwise. An entry with ``replay: true`` is left out: replay.yml
+    creates and resets that consumer (its user and Secret still come from the nats phase)."""
+    return [{"stream": stream, "name": entry["name"], "description": f"Tapio extra consumer {entry['name']}",
+             "ack_policy": "explicit", "deliver_policy": "new",
+             **{key: entry[key] for key in CONSUMER_KEYS if entry.get(key) is not None}}
+            for entry in consumers or [] if not entry.get("replay")]
 
 
 def operator_clients_auth(users: list[dict[str, Any]]) -> dict[str, Any]:
@@ -175,4 +207,5 @@ class FilterModule:
         return {"tapio_nats_users": tapio_nats_users, "tapio_nats_password_env": component_password_env,
                 "tapio_nats_inbox_prefix": inbox_prefix,
                 "tapio_passwords_with_control_characters": passwords_with_control_characters,
-                "tapio_nats_operator_clients_auth": operator_clients_auth}
+                "tapio_nats_operator_clients_auth": operator_clients_auth,
+                "tapio_extra_consumer_settings": extra_consumer_settings}

@@ -50,6 +50,14 @@ def test_every_kind_of_drift_is_reported_and_summarised():
                for line in lines)
 
 
+def test_a_replay_consumer_is_replay_ymls_not_undeclared():
+    declared = {"EV": {"name": "EV", "subjects": ["ev.>"]}}
+    replay = {**LIVE_PULL, "name": "r", "durable_name": "r", "metadata": {"tapio.io/replay": "true"}}
+    other = {**LIVE_PULL, "name": "o", "durable_name": "o", "metadata": {"tapio.io/replay": "no"}}
+    report = drift.drift_report(declared, {}, {"EV": LIVE_STREAM}, {"EV": {"r": replay, "o": other}})
+    assert report["unmanaged_consumers"] == {"EV": ["o"]}
+
+
 def test_defaults_that_depend_on_the_consumer_kind_are_not_drift():
     push = {**LIVE_PULL, "deliver_subject": "out", "max_waiting": 0, "backoff": [5 * NS, 10 * NS], "ack_wait": 5 * NS}
     push.pop("max_waiting")

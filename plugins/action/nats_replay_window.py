@@ -1,0 +1,1 @@
+tapio_migration.py
