@@ -22,6 +22,9 @@ LAB_STATE = Path(os.environ.get("TAPIO_LAB_STATE", REPO_ROOT / ".lab")).resolve(
 VENV_BIN = REPO_ROOT / ".venv" / "bin"
 # A second lab runs beside the first with every port shifted (see inventories/lab).
 PORT_OFFSET = int(os.environ.get("TAPIO_LAB_PORT_OFFSET") or 0)
+# The lab's real nodes (lab_nodes_name_prefix in inventories/lab): a second lab's have names of its own.
+LAB_NETWORK_INDEX = (PORT_OFFSET // 100) % 50
+REAL_NODE_PREFIX = "tapio-lab-real-" if LAB_NETWORK_INDEX == 0 else f"tapio-lab{LAB_NETWORK_INDEX}-real-"
 
 
 class ProjectModuleUtils(importlib.abc.MetaPathFinder):

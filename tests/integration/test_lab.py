@@ -21,7 +21,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from nats.js.api import StorageType, StreamConfig
 
-from conftest import REPO_ROOT, KubeLab, NatsLab
+from conftest import REAL_NODE_PREFIX, REPO_ROOT, KubeLab, NatsLab
 from nats_support import fetch_served, publish_served
 
 pytestmark = pytest.mark.integration
@@ -80,7 +80,7 @@ def test_kubectl_lists_ready_fake_and_real_nodes(kube_lab: KubeLab) -> None:
     addresses = [a["address"] for n in fake for a in n["status"]["addresses"] if a["type"] == "InternalIP"]
     assert all(a.startswith("127.") for a in addresses), addresses
     # Real nodes: a kubelet with containerd each, tainted for NATS, on the lab's machine-local addresses.
-    assert sorted(n["metadata"]["name"] for n in real if ready(n)) == [f"tapio-lab-real-{i}" for i in range(3)]
+    assert sorted(n["metadata"]["name"] for n in real if ready(n)) == [f"{REAL_NODE_PREFIX}{i}" for i in range(3)]
     for node in real:
         assert node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://"), node["status"]["nodeInfo"]
         assert {"key": "tapio.io/lab-node", "value": "real", "effect": "NoSchedule"} in node["spec"]["taints"]

@@ -50,7 +50,7 @@ from typing import Any, Callable, Iterator, Optional
 import pytest
 from kubernetes import client, config
 
-from conftest import PORT_OFFSET, REPO_ROOT, VENV_BIN, KubeLab
+from conftest import PORT_OFFSET, REAL_NODE_PREFIX, REPO_ROOT, VENV_BIN, KubeLab
 from migration_lab import Run
 from module_utils_loader import load_module_utils
 from nats_support import natscli_path
@@ -60,7 +60,6 @@ pytestmark = pytest.mark.integration
 
 NAMESPACE = "tapio"
 STATEFULSET = "tapio-nats"
-REAL_NODE_PREFIX = "tapio-lab-real-"
 NETWORK_INDEX = (PORT_OFFSET // 100) % 50  # roles/lab_nodes: lab_nodes_network_index
 POD_NETWORK = f"10.{200 + NETWORK_INDEX}."
 RUN_DIR = Path(f"/run/tapio-lab-{NETWORK_INDEX}")
