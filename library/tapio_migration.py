@@ -40,8 +40,12 @@ extends_documentation_fragment:
 options:
   phase:
     description:
-      - C(preflight) checks the namespace, every permission (SelfSubjectAccessReview), the
-        workloads and containers, the pipeline's rollout strategy, the credentials Secret and
+      - C(permissions) checks that the namespace exists and asks the API server about every
+        permission of O(permissions) (one SelfSubjectAccessReview each, resource names and
+        subresources included), and about C(get) on the Secrets O(secret) and O(ca_secret) name;
+        it fails naming each one denied. It runs before the run's Lease is taken (whose verbs
+        are in the list), so a missing permission changes nothing.
+      - C(preflight) checks the namespace, the workloads and containers, the pipeline's rollout strategy, the credentials Secret and
         whether NATS is installed yet (RV(nats_deferred)).
       - C(probe) runs (or judges again) a short-lived Job from O(probe.definition) that resolves
         the NATS service and opens its port from the collectors' namespace; a pod on a node
@@ -74,7 +78,7 @@ options:
         action plugin.
     type: str
     required: true
-    choices: [preflight, probe, pipeline, collectors_plan, collectors_batch, verify, rollback, report, ledger,
+    choices: [permissions, preflight, probe, pipeline, collectors_plan, collectors_batch, verify, rollback, report, ledger,
               requirements, lock, unlock]
   namespace:
     description: Namespace of the workloads and of the state ConfigMap.
@@ -230,7 +234,7 @@ options:
     type: bool
     default: false
   permissions:
-    description: C(preflight) - each C({group, resource, verbs, namespace}) the run needs.
+    description: C(permissions) - each C({group, resource, verbs, namespace, names}) the run needs.
     type: list
     elements: dict
     default: []
@@ -527,8 +531,8 @@ COLLECTOR_OPTIONS: dict[str, Any] = {**WORKLOAD_OPTIONS, "subject_prefix": {"typ
 
 ARGUMENT_SPEC: dict[str, Any] = {
     "phase": {"type": "str", "required": True, "choices": [
-        "preflight", "probe", "pipeline", "collectors_plan", "collectors_batch", "verify", "rollback", "report", "ledger",
-        "requirements", "lock", "unlock"]},
+        "permissions", "preflight", "probe", "pipeline", "collectors_plan", "collectors_batch", "verify", "rollback",
+        "report", "ledger", "requirements", "lock", "unlock"]},
     "lock": nested(LOCK_OPTIONS),
     **KUBE_CONNECTION_SPEC,
     "namespace": {"type": "str", "default": "tapio"},
@@ -594,6 +598,8 @@ def check_targets(params: dict[str, Any]) -> None:
 
 
 def run_phase(engine: Engine, phase: str) -> dict[str, Any]:
+    if phase == "permissions":
+        return engine.permissions()
     if phase == "preflight":
         found = engine.preflight()
         return {"nats_deferred": found["nats_deferred"], "warnings_found": found["warnings"],

@@ -78,11 +78,18 @@ class Engine:
         self.run.log(message)
 
     # == phases =============================================================================
+    def permissions(self) -> dict[str, Any]:
+        """The namespace and every permission the run needs (its Lease's included), asked of
+        the API server before the run's Lease is taken, so a missing one changes nothing."""
+        self.preflight_checks.require_namespace()
+        self.preflight_checks.require_permissions()
+        return {}
+
     def preflight(self) -> dict[str, Any]:
-        """The pre-migration checklist; every problem is found before anything changes."""
+        """The pre-migration checklist (after the permissions phase); every problem is found
+        before anything changes."""
         checks = self.preflight_checks
         checks.require_namespace()
-        checks.require_permissions()
         targets = [self.pipeline, *self.collectors]
         live = checks.require_workloads(targets)
         warnings = checks.strategy_warnings(live[self.pipeline.name])

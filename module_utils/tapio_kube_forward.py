@@ -11,6 +11,12 @@ connection accepted there opens one port-forward to the pod through the API serv
 ``nats://127.0.0.1:<local_port>``. Leaving the ``with`` block closes the listener, every
 bridged connection and its port-forward.
 
+With a ``statefulset`` the forward goes only to pods that StatefulSet (its name and uid)
+controls, and on the client port each new connection's first line, the NATS server's INFO,
+must carry the pod's name as its ``server_name`` before any byte of the client (its CONNECT,
+with the credentials) is passed on; otherwise the connection is closed and the refusal kept
+in ``errors``.
+
 The bridge is plain threads and sockets, so it does not care which event loop the client
 runs in. Errors the API server or the kubelet sends on a forward's error channel (no such
 port, pod gone) are kept in ``PortForwarder.errors`` so the caller can name the cause.
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import socket
 import threading
 import traceback
@@ -60,6 +67,9 @@ class ForwardTarget:
     pod: Optional[str] = None
     selector: Optional[str] = None
     service: Optional[str] = None
+    # When set, only this StatefulSet's pods are forwarded to, and a client port's NATS
+    # server must name itself after its pod before the client sends anything.
+    statefulset: Optional[str] = None
 
     def describe(self) -> str:
         if self.pod:
@@ -81,7 +91,8 @@ def target_from_params(params: dict[str, Any]) -> ForwardTarget:
     if not 0 < port < 65536:
         raise KubeForwardError(f"kube_port_forward port {port} is not a TCP port")
     return ForwardTarget(namespace=str(params["namespace"]), port=port, pod=params.get("pod"),
-                         selector=params.get("selector"), service=params.get("service"))
+                         selector=params.get("selector"), service=params.get("service"),
+                         statefulset=params.get("statefulset") or None)
 
 
 def selector_from_labels(labels: Optional[dict[str, str]]) -> str:
@@ -101,6 +112,61 @@ def pod_readiness(pod: dict[str, Any]) -> Optional[str]:
     if not ready or str(ready[0].get("status")) != "True":
         return "not Ready"
     return None
+
+
+def owner_problem(pod: dict[str, Any], statefulset: dict[str, Any]) -> Optional[str]:
+    """None when *statefulset* (its name and uid) is the pod's controller, else why it is not
+    a pod to send NATS credentials to."""
+    metadata = statefulset.get("metadata") or {}
+    for ref in (pod.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller") and ref.get("kind") == "StatefulSet" and ref.get("name") == metadata.get("name"):
+            return None if ref.get("uid") == metadata.get("uid") else (
+                f"its controller is an earlier StatefulSet {metadata.get('name')} (uid {ref.get('uid')})")
+    return f"not a pod of StatefulSet {metadata.get('namespace')}/{metadata.get('name')}"
+
+
+def owned_pods(pods: list[dict[str, Any]], statefulset: Optional[dict[str, Any]]) -> tuple[list[dict[str, Any]],
+                                                                                           list[tuple[str, str]]]:
+    """The pods *statefulset* owns, and (name, why) for each other one (all owned without one)."""
+    if statefulset is None:
+        return pods, []
+    refused = [(p["metadata"]["name"], problem) for p in pods if (problem := owner_problem(p, statefulset))]
+    names = {name for name, _ in refused}
+    return [p for p in pods if p["metadata"]["name"] not in names], refused
+
+
+MAX_GREETING = 64 * 1024
+
+
+def nats_greeting_problem(greeting: bytes, pod: str) -> Optional[str]:
+    """None when *greeting* (the first line a client port sent) is a NATS INFO whose
+    server_name is *pod*; else why no credentials go to it."""
+    verb, _, body = greeting.split(b"\r\n", 1)[0].partition(b" ")
+    if verb.upper() != b"INFO":
+        return f"pod {pod} did not greet as a NATS server (no INFO): no credentials sent"
+    try:
+        info = json.loads(body)
+    except ValueError:
+        return f"pod {pod} sent an INFO that is not JSON: no credentials sent"
+    name = info.get("server_name") if isinstance(info, dict) else None
+    if name != pod:
+        return f"the NATS server behind pod {pod} names itself {name!r}, not {pod}: no credentials sent"
+    return None
+
+
+def read_greeting(remote: Any, timeout: float) -> bytes:
+    """The first line *remote* sends (up to CRLF, at most MAX_GREETING bytes)."""
+    remote.settimeout(timeout)
+    data = b""
+    try:
+        while b"\r\n" not in data and len(data) < MAX_GREETING:
+            chunk = remote.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        remote.settimeout(None)
+    return data
 
 
 def choose_pod(pods: list[dict[str, Any]], target: ForwardTarget) -> str:
@@ -172,9 +238,28 @@ def list_pods(api: Any, target: ForwardTarget, timeout: float) -> list[dict[str,
         raise _api_failure(error, target, server) from None
 
 
+def read_statefulset(api: Any, target: ForwardTarget, timeout: float) -> Optional[dict[str, Any]]:
+    """The StatefulSet whose pods alone are forwarded to (None when the target names none)."""
+    if not target.statefulset:
+        return None
+    server = getattr(api.api_client.configuration, "host", "the API server")
+    try:
+        found = kube_client.AppsV1Api(api.api_client).read_namespaced_stateful_set(
+            target.statefulset, target.namespace, _request_timeout=timeout)
+    except Exception as error:  # ApiException, urllib3 MaxRetryError, connection refused, TLS
+        if isinstance(error, ApiException) and getattr(error, "status", 0) == 404:
+            raise KubeForwardError(f"StatefulSet {target.namespace}/{target.statefulset} not found (Kubernetes API "
+                                   f"{server}): NATS is reached only through that StatefulSet's pods") from None
+        raise _api_failure(error, target, server) from None
+    return api.api_client.sanitize_for_serialization(found)
+
+
 def resolve_pod(api: Any, target: ForwardTarget, timeout: float) -> str:
-    """The pod to forward to; a clear KubeForwardError when it does not exist or is not ready."""
-    pods = list_pods(api, target, timeout)
+    """The pod to forward to; a clear KubeForwardError when it does not exist, is not ready, or
+    is not one of the target's StatefulSet."""
+    pods, refused = owned_pods(list_pods(api, target, timeout), read_statefulset(api, target, timeout))
+    if refused and target.pod:
+        raise KubeForwardError(f"pod {target.namespace}/{target.pod} is not forwarded to: {refused[0][1]}")
     if target.pod:
         reason = pod_readiness(pods[0])
         if reason:
@@ -189,22 +274,26 @@ class PodSet:
 
     ready: tuple[str, ...]
     not_ready: tuple[tuple[str, str], ...]
+    # Pods the selector matches that the target's StatefulSet does not own: never forwarded to.
+    refused: tuple[tuple[str, str], ...] = ()
 
     def problems(self, target: ForwardTarget) -> list[str]:
         """One sentence per pod that cannot take a forward (none ready is one sentence too)."""
-        problems = [f"pod {target.namespace}/{name} is not ready for a port-forward ({reason})"
-                    for name, reason in self.not_ready]
-        if not self.ready and not self.not_ready:
+        problems = [f"pod {target.namespace}/{name} is not forwarded to: {reason}" for name, reason in self.refused]
+        problems += [f"pod {target.namespace}/{name} is not ready for a port-forward ({reason})"
+                     for name, reason in self.not_ready]
+        if not self.ready and not self.not_ready and not self.refused:
             problems.append(f"no pod found for {target.describe()}")
         return problems
 
 
-def pod_set(pods: list[dict[str, Any]]) -> PodSet:
-    """Split *pods* into the ready ones and the others (with the reason), sorted by name."""
-    named = sorted(pods, key=lambda p: (p.get("metadata") or {}).get("name", ""))
-    ready = tuple(p["metadata"]["name"] for p in named if pod_readiness(p) is None)
-    others = tuple((p["metadata"]["name"], str(pod_readiness(p))) for p in named if pod_readiness(p) is not None)
-    return PodSet(ready=ready, not_ready=others)
+def pod_set(pods: list[dict[str, Any]], statefulset: Optional[dict[str, Any]] = None) -> PodSet:
+    """Split *pods* into the ready ones and the others (with the reason), sorted by name; with
+    *statefulset*, the pods it does not own are refused whatever their state."""
+    owned, refused = owned_pods(sorted(pods, key=lambda p: (p.get("metadata") or {}).get("name", "")), statefulset)
+    ready = tuple(p["metadata"]["name"] for p in owned if pod_readiness(p) is None)
+    others = tuple((p["metadata"]["name"], str(pod_readiness(p))) for p in owned if pod_readiness(p) is not None)
+    return PodSet(ready=ready, not_ready=others, refused=tuple(refused))
 
 
 # One remote end per accepted connection: a socket to copy bytes to and from, a function
@@ -322,9 +411,16 @@ class PortForwarder:
     """A local listener on 127.0.0.1 whose connections are bridged to a remote opened per
     connection. Use as a context manager; ``local_port`` is set on entry."""
 
-    def __init__(self, open_remote: Callable[[], Remote], description: str) -> None:
+    # How long a NATS server may take to send its INFO through a new forward.
+    GREETING_TIMEOUT = 10.0
+
+    def __init__(self, open_remote: Callable[[], Remote], description: str,
+                 greeting_check: Optional[Callable[[bytes], Optional[str]]] = None) -> None:
         self.open_remote = open_remote
         self.description = description
+        # With a check, the far side's first line is judged before any byte of the client
+        # (its CONNECT, with the credentials) goes to it.
+        self.greeting_check = greeting_check
         self.errors: list[str] = []
         self.connections = 0
         self.local_port = 0
@@ -384,12 +480,11 @@ class PortForwarder:
         if self._closed.is_set():  # close() ran while this forward was opening
             self._shut(conn)
             self._shut(remote)
-        # One thread per direction, so a side that is slow to read never blocks the other.
-        upstream = threading.Thread(target=self._copy, args=(conn, remote), daemon=True,
-                                    name=f"{threading.current_thread().name}-up")
-        upstream.start()
-        self._copy(remote, conn)
-        upstream.join()
+        if self._greeted(conn, remote):
+            self._relay(conn, remote)
+        else:
+            self._shut(conn)
+            self._shut(remote)
         try:
             close_remote()
         except Exception:  # noqa: BLE001 - closing is best effort
@@ -400,6 +495,33 @@ class PortForwarder:
         with self._lock:
             self._sockets.discard(conn)
             self._sockets.discard(remote)
+
+    def _greeted(self, conn: socket.socket, remote: Any) -> bool:
+        """True when there is no greeting check, or the far side's first line passes it (that
+        line is then handed to the client); a refused one is recorded."""
+        if self.greeting_check is None:
+            return True
+        try:
+            greeting = read_greeting(remote, self.GREETING_TIMEOUT)
+        except OSError:
+            greeting = b""
+        problem = self.greeting_check(greeting)
+        if problem:
+            self._record(problem)
+            return False
+        try:
+            conn.sendall(greeting)
+        except OSError:
+            return False
+        return True
+
+    def _relay(self, conn: socket.socket, remote: Any) -> None:
+        # One thread per direction, so a side that is slow to read never blocks the other.
+        upstream = threading.Thread(target=self._copy, args=(conn, remote), daemon=True,
+                                    name=f"{threading.current_thread().name}-up")
+        upstream.start()
+        self._copy(remote, conn)
+        upstream.join()
 
     @staticmethod
     def _shut(sock: Any) -> None:
@@ -456,7 +578,16 @@ def open_pod_forward(params: dict[str, Any], timeout: float) -> PortForwarder:
     api = load_core_api(params.get("kubeconfig"), params.get("context"))
     pod = resolve_pod(api, target, timeout)
     return PortForwarder(api_remote_opener(api, target.namespace, pod, target.port),
-                         f"pod {target.namespace}/{pod} port {target.port}")
+                         f"pod {target.namespace}/{pod} port {target.port}", greeting_check(target, pod, target.port))
+
+
+def greeting_check(target: ForwardTarget, pod: str, port: int) -> Optional[Callable[[bytes], Optional[str]]]:
+    """The check of a forward's first line: on the client port of a StatefulSet's pod, the NATS
+    server must name itself after the pod (its server_name); none elsewhere (the monitoring
+    port is sent no credentials)."""
+    if not target.statefulset or port != target.port:
+        return None
+    return functools.partial(nats_greeting_problem, pod=pod)
 
 
 @dataclass(frozen=True)
@@ -481,7 +612,7 @@ class PodForwards:
         self.target, self.pods, self.ports = target, pods, ports
         self.forwarders: dict[tuple[str, int], PortForwarder] = {
             (name, port): PortForwarder(api_remote_opener(api, target.namespace, name, port),
-                                        f"pod {target.namespace}/{name} port {port}")
+                                        f"pod {target.namespace}/{name} port {port}", greeting_check(target, name, port))
             for name in pods.ready for port in ports}
         self.stack = contextlib.ExitStack()
 
@@ -524,8 +655,7 @@ def open_pod_forwards(params: dict[str, Any], ports: tuple[int, ...], timeout: f
     yet entered) for *ports* on each ready one; KubeForwardError when none is ready."""
     target = target_from_params(params)
     api = load_core_api(params.get("kubeconfig"), params.get("context"))
-    pods = pod_set(list_pods(api, target, timeout))
+    pods = pod_set(list_pods(api, target, timeout), read_statefulset(api, target, timeout))
     if not pods.ready:
-        raise KubeForwardError("; ".join(pods.problems(target)) if pods.not_ready
-                               else f"no pod found for {target.describe()}")
+        raise KubeForwardError("; ".join(pods.problems(target)))
     return PodForwards(api, target, pods, ports)

@@ -109,6 +109,9 @@ def kube_forward_argument_spec() -> dict[str, Any]:
             "port": {"type": "int", "default": 4222},
             "all_pods": {"type": "bool", "default": False},
             "monitor_port": {"type": "int"},
+            # Only this StatefulSet's pods are forwarded to, and each client port's server
+            # must name itself after its pod before credentials go to it.
+            "statefulset": {"type": "str"},
         },
         "mutually_exclusive": [["pod", "selector", "service"]],
         "required_one_of": [["pod", "selector", "service"]],
@@ -422,6 +425,12 @@ def local_ports(forwarder: Any, spec: dict[str, Any]) -> list[int]:
     return [forwarder.local_port]
 
 
+def forward_causes(forwarder: Any) -> str:
+    """What the forwards' far ends reported (or a refused server), once they have settled."""
+    forwarder.settle()
+    return "; ".join(forwarder.errors)
+
+
 @contextmanager
 def nats_endpoint(params: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """The connection parameters to use: *params* itself, or with ``kube_port_forward`` the
@@ -442,14 +451,16 @@ def nats_endpoint(params: dict[str, Any]) -> Iterator[dict[str, Any]]:
         raise NatsModuleError(f"kube_port_forward: {error}") from None
     with forwarder:
         try:
-            yield forwarded_params(params, local_ports(forwarder, spec))
+            # A caller that connects after the block is entered (the engine's session) reads
+            # what the forwards reported (a refused pod or server) through forward_causes.
+            yield {**forwarded_params(params, local_ports(forwarder, spec)),
+                   "forward_causes": lambda: forward_causes(forwarder)}
         except (NatsModuleError, nats.errors.Error) as error:
             # Not connecting, or the connection dropping mid-run (allow_reconnect is off, so
             # nats-py raises ConnectionClosedError): say which forward and what it reported.
             if isinstance(error, NatsModuleError) and not str(error).startswith("cannot connect"):
                 raise
-            forwarder.settle()
-            causes = "; ".join(forwarder.errors)
+            causes = forward_causes(forwarder)
             text = str(error) if isinstance(error, NatsModuleError) else f"NATS connection failed: {error!r}"
             result = error.result if isinstance(error, NatsModuleError) else {}
             raise NatsModuleError(f"{text} (through a port-forward to {forwarder.description}"

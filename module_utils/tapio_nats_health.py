@@ -184,9 +184,13 @@ def kube_meta_cluster(spec: dict[str, Any], timeout: float, expected_peers: Opti
     with forwards:
         cluster, problems = meta_cluster(forwards.urls(port, "http"), timeout, expected_peers, jetstream, fetch)
         labels = forwards.labels(port, "http")
+        forwards.settle()
     cluster, problems = relabel(cluster, problems, labels)
     cluster["pods"] = list(forwards.pods.ready)
-    return cluster, forwards.pods.problems(forwards.target) + problems
+    # What a forward's far end reported (a refused upgrade, the kubelet's error) names the cause
+    # of a read that answered nothing; a healthy read is not judged on it.
+    causes = forwards.errors if problems else []
+    return cluster, forwards.pods.problems(forwards.target) + problems + causes
 
 
 def replica_problem(name: str, replica: dict[str, Any], max_lag: int) -> Optional[str]:

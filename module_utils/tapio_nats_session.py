@@ -75,7 +75,10 @@ class NatsSession:
                 url = getattr(self.nc, "connected_url", None)
                 self.server = redact_url(url.geturl()) if url is not None else "NATS"
         except NatsModuleError as error:
-            raise ConnectFailed(str(error), error.result) from error
+            causes = (self.endpoint or {}).get("forward_causes")
+            found = causes() if causes and str(error).startswith("cannot connect") else ""
+            raise ConnectFailed(f"{error} (through port-forwards: {found})" if found else str(error),
+                                error.result) from error
         return JetStreamApi(self.nc, self.params["api_timeout"], self.params.get("domain"))
 
     async def _open(self) -> tuple[Any, asyncio.Event]:

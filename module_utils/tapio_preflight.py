@@ -24,9 +24,9 @@ class PreflightChecks(EnginePart):
     def require_permissions(self) -> None:
         """Every permission the run needs, asked of the API server (SelfSubjectAccessReview)."""
         permissions = list(self.inputs.permissions)
-        if self.inputs.secret.name or self.inputs.ca_secret.name:
+        if self.pod_secret_names():
             permissions.append({"group": "", "resource": "secrets", "verbs": ["get"],
-                                "namespace": self.run.namespace})
+                                "namespace": self.run.namespace, "names": self.pod_secret_names()})
         needed = needed_permissions(permissions, self.run.namespace)
         answers = self.run.kube.allowed([access_review(n) for n in needed])
         denied = [n["label"] for n, ok in zip(needed, answers) if not ok]
@@ -34,6 +34,13 @@ class PreflightChecks(EnginePart):
             raise EngineError(f"The run's identity lacks {len(denied)} permission(s) the run needs: {'; '.join(denied)}. "
                               "Bind it to the runner's Role and ClusterRole (playbooks/runner_rbac.yml, docs/rbac.md).")
         self.run.log(f"{len(needed)} permission(s) granted in {len({n['namespace'] for n in needed})} scope(s)")
+
+    def pod_secret_names(self) -> list[str]:
+        """The Secrets require_pod_secrets reads: the credentials (or each workload's own) and the CA's."""
+        secret, prefix = self.inputs.secret, self.inputs.workload_secrets.prefix
+        targets = [self.inputs.pipeline, *self.inputs.collectors]
+        names = ([f"{prefix}{t.name}" for t in targets] if prefix else [secret.name]) if secret.name else []
+        return names + ([self.inputs.ca_secret.name] if self.inputs.ca_secret.name else [])
 
     def require_workloads(self, targets: list[Target]) -> dict[str, dict[str, Any]]:
         """Every target's live object, each with its container; fails naming every one missing."""

@@ -5,12 +5,37 @@
 client port from the collectors' namespace, judged by tapio_workload.probe_verdict."""
 from __future__ import annotations
 
+import copy
+import hashlib
 import itertools
 from typing import Any, Optional
 
 from ansible.module_utils.tapio_engine_run import EngineError, EnginePart, EngineRun
 from ansible.module_utils.tapio_wait import Budget, wait_for_progress, wait_within
 from ansible.module_utils.tapio_workload import job_finished, probe_verdict
+
+
+# On the Job: a digest of the host:port it probes, so its verdict is never read for another target.
+TARGET_ANNOTATION = "tapio.io/probe-target"
+
+
+def target_digest(target: str) -> str:
+    return hashlib.sha256(target.encode()).hexdigest()[:16]
+
+
+def probed_target(job: dict[str, Any]) -> Optional[str]:
+    """The target digest an existing probe Job carries (None for a Job without one)."""
+    return ((job.get("metadata") or {}).get("annotations") or {}).get(TARGET_ANNOTATION)
+
+
+def job_for_target(definition: dict[str, Any], target: str) -> dict[str, Any]:
+    """The Job to create: *definition* marked with its target's digest, and its pod without an
+    API token whatever the definition says (it only resolves and dials NATS)."""
+    job = copy.deepcopy(definition)
+    metadata = job.setdefault("metadata", {})
+    metadata["annotations"] = {**(metadata.get("annotations") or {}), TARGET_ANNOTATION: target_digest(target)}
+    job.setdefault("spec", {}).setdefault("template", {}).setdefault("spec", {})["automountServiceAccountToken"] = False
+    return job
 
 
 class ProbeJob(EnginePart):
@@ -20,21 +45,33 @@ class ProbeJob(EnginePart):
         super().__init__(run)
         self.spec = run.inputs.probe
 
+    def replaced_because(self, job: Optional[dict[str, Any]]) -> str:
+        """Why an earlier probe Job is not judged again ("" when it is): a fresh probe was
+        asked for, or it probed another target (or one it did not record)."""
+        if job is None:
+            return ""
+        if self.spec.fresh:
+            return "a fresh probe was asked for"
+        if probed_target(job) != target_digest(self.spec.target):
+            return f"it did not probe {self.spec.target}"
+        return ""
+
     def run_probe(self) -> dict[str, Any]:
-        """An earlier probe Job is judged again (a re-run changes nothing) unless a fresh one is
-        asked for. In check mode nothing is deleted, created or waited for."""
+        """An earlier probe Job of the same target is judged again (a re-run changes nothing)
+        unless a fresh one is asked for. In check mode nothing is deleted, created or waited for."""
         run, spec = self.run, self.spec
         job_name = spec.definition["metadata"]["name"]  # type: ignore[index]
         job = run.kube.get("Job", run.namespace, job_name)
+        replaced = self.replaced_because(job)
         if run.check:
-            return self.plan(job_name, job is not None, spec.fresh)
-        if job is not None and spec.fresh:
-            self.delete_earlier(job_name)
+            return self.plan(job_name, job is not None, replaced)
+        if replaced:
+            self.delete_earlier(job_name, replaced)
             job = None
         if job is None:
             run.changed = True
-            run.kube.create("Job", run.namespace, spec.definition)
-            run.log(f"created probe Job {job_name}")
+            run.kube.create("Job", run.namespace, job_for_target(spec.definition, spec.target))
+            run.log(f"created probe Job {job_name} for {spec.target}")
         job = self.wait_finished(job_name, job, spec.timeout)
         verdict = probe_verdict(job, self.node_of(job_name), spec.simulated_node_annotation, spec.target,
                                 run.namespace, int(spec.timeout))
@@ -43,21 +80,22 @@ class ProbeJob(EnginePart):
             raise EngineError(f"NATS probe failed: {verdict['detail']}")
         return {"probe": verdict}
 
-    def plan(self, job_name: str, exists: bool, fresh: bool) -> dict[str, Any]:
+    def plan(self, job_name: str, exists: bool, replaced: str) -> dict[str, Any]:
         """Check mode's probe: what a run would do, with nothing written (so nothing to judge)."""
-        if exists and not fresh:
+        if exists and not replaced:
             plan = f"would judge the earlier probe Job {job_name} again"
         else:
             self.run.changed = True
-            plan = (f"would delete the earlier probe Job {job_name} and create a new one" if exists
+            plan = (f"would delete the earlier probe Job {job_name} ({replaced}) and create a new one" if exists
                     else f"would create probe Job {job_name}")
         self.run.log(f"check mode: {plan}")
         return {"probe": {"outcome": "not run", "node": "",
                           "detail": f"check mode: {plan}; the probe runs in a real run only"}}
 
-    def delete_earlier(self, job_name: str) -> None:
+    def delete_earlier(self, job_name: str, reason: str) -> None:
         run = self.run
         run.changed = True
+        run.log(f"deleting the earlier probe Job {job_name}: {reason}")
         run.kube.delete("Job", run.namespace, job_name)
         wait_for_progress(lambda: (run.kube.get("Job", run.namespace, job_name) is None, None, "deleting"),
                           f"deletion of the earlier probe Job {job_name}", 60, 1, run.clock, run.sleep)

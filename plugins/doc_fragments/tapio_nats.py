@@ -92,8 +92,9 @@ options:
         its server list, so the engine's session can connect again to another pod when one is
         lost. Pods are resolved again on every module call.
       - Needs the C(kubernetes) Python library and permission to C(get)/C(list) pods (and
-        C(get) services with O(kube_port_forward.service)) and C(create) on C(pods/portforward)
-        in the namespace.
+        C(get) services with O(kube_port_forward.service)) and C(get) on C(pods/portforward)
+        in the namespace (the client's WebSocket forward is authorized as C(get); a SPDY one,
+        as kubectl's, as C(create)).
     type: dict
     suboptions:
       kubeconfig:
@@ -140,4 +141,15 @@ options:
             sees replaced pods), and O(monitor_urls) is not used; pods that are not ready are
             reported as problems. Needs O(kube_port_forward.all_pods).
         type: int
+      statefulset:
+        description:
+          - The StatefulSet whose pods alone are forwarded to. A pod the selector or Service
+            matches is forwarded to only when this StatefulSet (its name and uid) is its
+            controller; the others are named and left out. On the client port, the NATS server's
+            INFO must carry the pod's name as its C(server_name) before any byte of the client
+            (its C(CONNECT), with the credentials) goes through; otherwise the connection is closed
+            and the refusal is named. The playbooks set it to C(nats_cluster_name) when
+            C(tapio_nats_reach=kubernetes) with the statefulset method (the operator method's pods
+            belong to its NatsCluster). Needs C(get) on that StatefulSet.
+        type: str
 """

@@ -7,7 +7,8 @@ gives its modules through module_defaults (roles/tapio/vars/main/nats_connection
 Every filter takes the same *settings*: the inventory's variables by their names
 (``tapio_nats_reach``, ``tapio_nats_servers``, ``tapio_kubeconfig``, ...) and, when the play
 imports the nats_cluster role, its ``nats_cluster_name``, ``nats_cluster_namespace``,
-``nats_cluster_client_port`` and ``nats_cluster_monitor_port``; an unset one is null.
+``nats_cluster_client_port``, ``nats_cluster_monitor_port`` and ``nats_cluster_method``; an
+unset one is null.
 
 ``tapio_nats_reach`` chooses the forward:
 
@@ -84,6 +85,10 @@ def kube_reach(settings: Settings) -> dict[str, Any]:
                                        settings.get("nats_cluster_monitor_port"), DEFAULT_MONITOR_PORT),
                              "tapio_nats_kube_monitor_port"),
         "all_pods": True,
+        # The nats phase's StatefulSet: no other pod the selector matches gets the credentials.
+        # The operator method's pods belong to its NatsCluster instead, and are not checked.
+        "statefulset": (first_set(settings.get("nats_cluster_name"), DEFAULT_CLUSTER_NAME)
+                        if first_set(settings.get("nats_cluster_method"), "statefulset") == "statefulset" else None),
     }
     return without(reach, UNSET_REACH_FIELD)
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
@@ -223,6 +224,24 @@ class MigrationLab:
             except ApiException as error:
                 if error.status != 404:
                     raise
+
+
+RUNNER = "tapio-migration-runner"  # the ServiceAccount playbooks/runner_rbac.yml binds
+
+
+def runner_kubeconfig(kube: KubeLab, core: client.CoreV1Api, namespace: str, path: Path) -> Path:
+    """A kubeconfig for the runner's ServiceAccount in *namespace*: the lab's cluster, a
+    TokenRequest token (context ``runner``)."""
+    token = core.create_namespaced_service_account_token(
+        RUNNER, namespace, {"spec": {"expirationSeconds": 3600}}).status.token
+    admin = yaml.safe_load(kube.kubeconfig.read_text())
+    context = next(c for c in admin["contexts"] if c["name"] == kube.context)["context"]
+    cluster = next(c for c in admin["clusters"] if c["name"] == context["cluster"])
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "clusters": [cluster], "current-context": "runner",
+        "users": [{"name": "runner", "user": {"token": token}}],
+        "contexts": [{"name": "runner", "context": {"cluster": cluster["name"], "user": "runner"}}]}))
+    return path
 
 
 def make_lab(kube: KubeLab, prefix: str, tmp: Path) -> Iterator[MigrationLab]:

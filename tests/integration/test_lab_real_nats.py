@@ -35,6 +35,7 @@ The module resets the lab before and after: the lab's namespace is what molecule
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import signal
@@ -51,7 +52,7 @@ import pytest
 from kubernetes import client, config
 
 from conftest import PORT_OFFSET, REAL_NODE_PREFIX, REPO_ROOT, VENV_BIN, KubeLab
-from migration_lab import Run
+from migration_lab import Run, runner_kubeconfig
 from module_utils_loader import load_module_utils
 from nats_support import natscli_path
 from test_migration_nats_node_loss import get_json
@@ -247,7 +248,14 @@ def test_with_two_schedulable_nodes_the_third_server_stays_pending_and_the_sprea
 
 
 def test_migrate_survives_a_killed_nats_container_and_the_re_run_changes_nothing(
-        cluster: Cluster, tmp_path: Path) -> None:
+        cluster: Cluster, kube_lab: KubeLab, tmp_path: Path) -> None:
+    # Both runs as the runner's ServiceAccount, bound to the shipped Role alone (docs/rbac.md):
+    # NATS reached through the Kubernetes API, each forward to a pod of the StatefulSet whose
+    # server names itself after its pod.
+    granted = playbook("playbooks/runner_rbac.yml")
+    assert granted.rc == 0, granted.explain()
+    kubeconfig = runner_kubeconfig(kube_lab, cluster.core, NAMESPACE, tmp_path / "runner.kubeconfig")
+    as_runner = ("-e", json.dumps({"tapio_kubeconfig": str(kubeconfig), "tapio_kube_context": "runner"}))
     output = tmp_path / "migrate.log"
     chosen: list[NatsPod] = []  # chosen once the pipeline runs on NATS (its server is spared)
 
@@ -259,7 +267,7 @@ def test_migrate_survives_a_killed_nats_container_and_the_re_run_changes_nothing
                  lambda: (p := cluster.pod(victim.name)).restarts > victim.restarts and p.ready)
         return f"killed the nats container of {victim.name} on {victim.node} (restarts before: {victim.restarts})"
 
-    result, killed = migrate_with_fault(output, kill_container, limit=STEP_LIMIT * 2)
+    result, killed = migrate_with_fault(output, kill_container, *as_runner, limit=STEP_LIMIT * 2)
     rc, victim = result.rc, chosen[0]
     assert rc == 0, f"{killed}\n{result.explain()}"
     assert "0 events lost and 0 delivered twice" in result.stdout, f"{killed}\n{result.explain()}"
@@ -270,10 +278,14 @@ def test_migrate_survives_a_killed_nats_container_and_the_re_run_changes_nothing
     assert all(p.ip.startswith(POD_NETWORK) for p in pods), pods  # CNI bridge addresses
     assert cluster.pod(victim.name).restarts > victim.restarts
 
-    again = playbook("migrate.yml")
+    again = playbook("migrate.yml", *as_runner)
     assert again.rc == 0 and again.changed == 0, again.explain()
-    # The preflight probe's pod: no API token, no privilege (it only resolves and dials NATS).
+    assert "permission(s) granted" in again.stdout, again.explain()
+    # The preflight probe's pod: no API token, no privilege (it only resolves and dials NATS),
+    # and its verdict tied to the target it probed.
     probe = client.BatchV1Api(cluster.core.api_client).read_namespaced_job("tapio-migration-nats-probe", NAMESPACE)
+    target = "tapio-nats:4222"  # tapio_nats_url of the lab inventory
+    assert probe.metadata.annotations["tapio.io/probe-target"] == hashlib.sha256(target.encode()).hexdigest()[:16]
     spec = probe.spec.template.spec
     assert spec.automount_service_account_token is False and spec.security_context.run_as_non_root is True
     [container] = spec.containers

@@ -444,3 +444,163 @@ def test_monitoring_through_every_pod_resolves_pods_on_each_read(monkeypatch, fa
     monkeypatch.setattr(kf, "list_pods", unreachable)
     cluster, problems = health.kube_meta_cluster(spec, 5, fetch=fetch)
     assert problems == ["kube_port_forward: cannot reach the Kubernetes API https://127.0.0.1:1 to look up pods"]
+
+
+# --- only the NATS StatefulSet's pods, and only a server named after its pod ------------------
+
+STATEFULSET = {"metadata": {"name": "tapio-nats", "namespace": "tapio", "uid": "uid-now"}}
+
+
+def owned(name: str, owner: str = "tapio-nats", uid: str = "uid-now", kind: str = "StatefulSet",
+          controller: bool = True) -> dict[str, Any]:
+    candidate = pod(name)
+    candidate["metadata"]["ownerReferences"] = [{"kind": kind, "name": owner, "uid": uid, "controller": controller}]
+    return candidate
+
+
+@pytest.mark.parametrize(("candidate", "problem"), [
+    (owned("tapio-nats-0"), None),
+    (pod("tapio-nats-0"), "not a pod of StatefulSet tapio/tapio-nats"),
+    (owned("tapio-nats-0", owner="other"), "not a pod of StatefulSet tapio/tapio-nats"),
+    (owned("tapio-nats-0", kind="ReplicaSet"), "not a pod of StatefulSet tapio/tapio-nats"),
+    (owned("tapio-nats-0", controller=False), "not a pod of StatefulSet tapio/tapio-nats"),
+    (owned("tapio-nats-0", uid="uid-before"), "its controller is an earlier StatefulSet tapio-nats (uid uid-before)"),
+], ids=["owned", "no owner", "another StatefulSet", "another kind", "not the controller", "an earlier incarnation"])
+def test_only_the_statefulsets_own_pods_are_its_pods(candidate: dict[str, Any], problem: Optional[str]) -> None:
+    assert kf.owner_problem(candidate, STATEFULSET) == problem
+
+
+def test_a_pod_the_selector_matches_but_the_statefulset_does_not_own_is_refused_even_when_ready() -> None:
+    pods = kf.pod_set([owned("tapio-nats-1"), pod("tapio-nats-x"), owned("tapio-nats-0")], STATEFULSET)
+    assert pods.ready == ("tapio-nats-0", "tapio-nats-1")
+    assert pods.refused == (("tapio-nats-x", "not a pod of StatefulSet tapio/tapio-nats"),)
+    target = kf.ForwardTarget(namespace="tapio", port=4222, selector="app=nats", statefulset="tapio-nats")
+    assert pods.problems(target) == ["pod tapio/tapio-nats-x is not forwarded to: not a pod of StatefulSet tapio/tapio-nats"]
+    assert kf.pod_set([pod("tapio-nats-x")]).ready == ("tapio-nats-x",), "without a StatefulSet, every pod matched"
+
+
+def owned_forwards(monkeypatch, pods: list[dict[str, Any]]) -> Any:
+    monkeypatch.setattr(kf, "load_core_api", lambda kubeconfig, context: object())
+    monkeypatch.setattr(kf, "list_pods", lambda api, target, timeout: pods)
+    monkeypatch.setattr(kf, "read_statefulset", lambda api, target, timeout: STATEFULSET)
+    spec = {"namespace": "tapio", "selector": "app=nats", "port": 4222, "all_pods": True, "statefulset": "tapio-nats"}
+    return kf.open_pod_forwards(spec, ports=(4222,), timeout=5)
+
+
+def test_every_pod_forwards_go_to_the_statefulsets_pods_only(monkeypatch, fake_remotes: dict) -> None:
+    with owned_forwards(monkeypatch, [owned("tapio-nats-0"), pod("impostor")]) as forwards:
+        assert [b.pod for b in forwards.bound(4222)] == ["tapio-nats-0"]
+    with pytest.raises(kf.KubeForwardError,
+                       match="^pod tapio/impostor is not forwarded to: not a pod of StatefulSet tapio/tapio-nats$"):
+        owned_forwards(monkeypatch, [pod("impostor")])
+
+
+def test_a_one_pod_forward_to_a_pod_the_statefulset_does_not_own_is_refused(monkeypatch) -> None:
+    monkeypatch.setattr(kf, "list_pods", lambda api, target, timeout: [pod("impostor")])
+    monkeypatch.setattr(kf, "read_statefulset", lambda api, target, timeout: STATEFULSET)
+    target = kf.ForwardTarget(namespace="tapio", port=4222, pod="impostor", statefulset="tapio-nats")
+    with pytest.raises(kf.KubeForwardError, match="^pod tapio/impostor is not forwarded to: not a pod of StatefulSet"):
+        kf.resolve_pod(object(), target, 5)
+
+
+def info(server_name: Any) -> bytes:
+    return b"INFO " + json.dumps({"server_id": "N1", "server_name": server_name}).encode() + b"\r\n"
+
+
+@pytest.mark.parametrize(("greeting", "problem"), [
+    (info("tapio-nats-0"), None),
+    (info("tapio-nats-1"), "the NATS server behind pod tapio-nats-0 names itself 'tapio-nats-1', not tapio-nats-0"),
+    (info(None), "the NATS server behind pod tapio-nats-0 names itself None, not tapio-nats-0"),
+    (b"HTTP/1.1 200 OK\r\n", "pod tapio-nats-0 did not greet as a NATS server (no INFO)"),
+    (b"INFO {not json\r\n", "pod tapio-nats-0 sent an INFO that is not JSON"),
+    (b"", "pod tapio-nats-0 did not greet as a NATS server (no INFO)"),
+], ids=["its own name", "another pod's name", "no name", "not NATS", "bad INFO", "nothing"])
+def test_a_client_port_must_greet_with_its_pods_name(greeting: bytes, problem: Optional[str]) -> None:
+    found = kf.nats_greeting_problem(greeting, "tapio-nats-0")
+    assert found == (problem and f"{problem}: no credentials sent")
+
+
+class NatsRemotes:
+    """Each open() is a socket pair whose far end greets with *greeting*, then keeps what the
+    client sends (a NATS server as far as the bridge can tell)."""
+
+    def __init__(self, greeting: bytes) -> None:
+        self.greeting = greeting
+        self.received: list[bytes] = []
+
+    def open(self) -> tuple[socket.socket, Any, Any]:
+        near, far = socket.socketpair()
+        threading.Thread(target=self._serve, args=(far,), daemon=True).start()
+        return near, (lambda: None), (lambda: None)
+
+    def _serve(self, far: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            far.sendall(self.greeting)
+            while data := far.recv(1024):
+                self.received.append(data)
+        far.close()
+
+
+def greeted_forwarder(remotes: NatsRemotes) -> Any:
+    target = kf.ForwardTarget(namespace="tapio", port=4222, selector="app=nats", statefulset="tapio-nats")
+    return kf.PortForwarder(remotes.open, "pod tapio/tapio-nats-0 port 4222",
+                            kf.greeting_check(target, "tapio-nats-0", 4222))
+
+
+def test_credentials_go_only_to_a_server_named_after_its_pod() -> None:
+    remotes = NatsRemotes(info("tapio-nats-0"))
+    with greeted_forwarder(remotes) as forwarder:
+        client = connect(forwarder.local_port)
+        assert client.recv(1024) == info("tapio-nats-0")
+        client.sendall(b'CONNECT {"pass":"secret"}\r\n')
+        deadline = time.monotonic() + 5
+        while not remotes.received and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert remotes.received == [b'CONNECT {"pass":"secret"}\r\n'] and forwarder.errors == []
+
+
+def test_a_server_with_another_name_gets_nothing_and_the_refusal_is_named() -> None:
+    remotes = NatsRemotes(info("somebody-else"))
+    with greeted_forwarder(remotes) as forwarder:
+        client = connect(forwarder.local_port)
+        assert client.recv(1024) == b"", "the client never sees the INFO, so it never sends CONNECT"
+        with contextlib.suppress(OSError):
+            client.sendall(b'CONNECT {"pass":"secret"}\r\n')
+        forwarder.settle()
+    assert remotes.received == []
+    assert forwarder.errors == ["port-forward to pod tapio/tapio-nats-0 port 4222: the NATS server behind pod "
+                                "tapio-nats-0 names itself 'somebody-else', not tapio-nats-0: no credentials sent"]
+
+
+def test_only_a_statefulsets_client_port_is_checked() -> None:
+    target = kf.ForwardTarget(namespace="tapio", port=4222, selector="app=nats", statefulset="tapio-nats")
+    assert kf.greeting_check(target, "tapio-nats-0", 8222) is None, "the monitoring port is sent no credentials"
+    assert kf.greeting_check(kf.ForwardTarget(namespace="tapio", port=4222, pod="x"), "x", 4222) is None
+
+
+def test_the_engines_session_names_a_refused_server_when_it_cannot_connect(monkeypatch) -> None:
+    """The engine connects after the forwards are set up (outside nats_endpoint's block): what
+    they refused still reaches its message."""
+    load("tapio_wait")
+    session_module = load("tapio_nats_session")
+    forwarder = greeted_forwarder(NatsRemotes(info("somebody-else")))
+    monkeypatch.setattr(kf, "open_pod_forward", lambda spec, timeout: forwarder)
+    spec = {"namespace": "tapio", "selector": "app=nats", "port": 4222, "statefulset": "tapio-nats"}
+    session = session_module.NatsSession(params(kube_port_forward=spec, connect_timeout=2.0), log=lambda _: None)
+    try:
+        with pytest.raises(tn.NatsModuleError, match="names itself 'somebody-else', not tapio-nats-0: no credentials sent"):
+            session.call(lambda api: api.stream_info("TAPIO_EVENTS"), "stream info")
+    finally:
+        session.close()
+
+
+def test_a_monitoring_read_that_answered_nothing_names_what_its_forward_reported(monkeypatch) -> None:
+    def refuse() -> Any:
+        raise kf.ApiException(status=403, reason="Forbidden")
+
+    monkeypatch.setattr(kf, "api_remote_opener", lambda api, namespace, name, port: refuse)
+    monkeypatch.setattr(kf, "load_core_api", lambda kubeconfig, context: object())
+    monkeypatch.setattr(kf, "list_pods", lambda api, target, timeout: [pod("tapio-nats-0")])
+    spec = {"namespace": "tapio", "selector": "app=nats", "port": 4222, "all_pods": True, "monitor_port": 8222}
+    _, problems = health.kube_meta_cluster(spec, 5, jetstream=False)
+    assert problems[-1] == "port-forward to pod tapio/tapio-nats-0 port 8222: 403 Forbidden", problems

@@ -22,7 +22,7 @@ SETTINGS = ("tapio_nats_reach", "tapio_nats_servers", "tapio_nats_user", "tapio_
             "tapio_nats_kube_namespace", "tapio_nats_kube_selector", "tapio_nats_kube_service",
             "tapio_nats_kube_client_port", "tapio_nats_kube_monitor_port", "tapio_kubeconfig", "tapio_kube_context",
             "tapio_namespace", "nats_cluster_name", "nats_cluster_namespace", "nats_cluster_client_port",
-            "nats_cluster_monitor_port")
+            "nats_cluster_monitor_port", "nats_cluster_method")
 DEFAULT_SELECTOR = "app.kubernetes.io/name=nats,app.kubernetes.io/instance=tapio-nats"
 
 
@@ -72,13 +72,20 @@ def test_direct_reach_forwards_nothing_or_the_one_pod_forward() -> None:
 
 def test_kubernetes_reach_forwards_to_every_pod_the_nats_phase_installs() -> None:
     assert forward(tapio_nats_reach="kubernetes") == {
-        "namespace": "tapio", "selector": DEFAULT_SELECTOR, "port": 4222, "monitor_port": 8222, "all_pods": True}
+        "namespace": "tapio", "selector": DEFAULT_SELECTOR, "port": 4222, "monitor_port": 8222, "all_pods": True,
+        "statefulset": "tapio-nats"}
     given = forward(tapio_nats_reach="kubernetes", tapio_kubeconfig="/k", tapio_kube_context="lab",
                     tapio_namespace="tapio-x", nats_cluster_name="nats-b", nats_cluster_namespace="nats",
                     nats_cluster_client_port=14222, nats_cluster_monitor_port="18222")
     assert given == {"kubeconfig": "/k", "context": "lab", "namespace": "nats",
                      "selector": "app.kubernetes.io/name=nats,app.kubernetes.io/instance=nats-b",
-                     "port": 14222, "monitor_port": 18222, "all_pods": True}
+                     "port": 14222, "monitor_port": 18222, "all_pods": True, "statefulset": "nats-b"}
+
+
+def test_kubernetes_reach_forwards_only_to_the_statefulsets_pods_unless_the_operator_installed_them() -> None:
+    assert forward(tapio_nats_reach="kubernetes", nats_cluster_method="statefulset")["statefulset"] == "tapio-nats"
+    assert "statefulset" not in forward(tapio_nats_reach="kubernetes", nats_cluster_method="operator",
+                                        tapio_nats_kube_service="tapio-nats")
 
 
 def test_kubernetes_reach_ignores_the_one_pod_forward() -> None:
@@ -110,7 +117,7 @@ def test_a_port_that_is_no_number_is_named() -> None:
 def test_the_connection_carries_the_kubernetes_reach() -> None:
     assert connection(tapio_nats_reach="kubernetes", tapio_kube_context="prod")["kube_port_forward"] == {
         "context": "prod", "namespace": "tapio", "selector": DEFAULT_SELECTOR, "port": 4222, "monitor_port": 8222,
-        "all_pods": True}
+        "all_pods": True, "statefulset": "tapio-nats"}
 
 
 # -- the engine's Kubernetes connection ----------------------------------------------------------

@@ -75,10 +75,16 @@ class RecordingNats:
         return None
 
 
-def job(finished: bool = False) -> dict[str, Any]:
+TARGET = "tapio-nats.tapio:4222"
+probe_job = load_module_utils("tapio_probe_job")
+
+
+def job(finished: bool = False, target: Optional[str] = TARGET) -> dict[str, Any]:
+    """A probe Job; with *target*, as the engine creates it for that target."""
     status = {"conditions": [{"type": "Complete", "status": "True"}]} if finished else {}
-    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": JOB, "namespace": NAMESPACE},
-            "status": status}
+    annotations = {probe_job.TARGET_ANNOTATION: probe_job.target_digest(target)} if target else {}
+    return {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": JOB, "namespace": NAMESPACE, "annotations": annotations}, "status": status}
 
 
 def collector(mode: Optional[str] = None) -> dict[str, Any]:
@@ -99,7 +105,7 @@ def make_engine(kube: RecordingKube, check: bool, clock: Clock, nats: Optional[R
         "gate": {"consumer_prefix": "tapio-gate-"}, "env": [{"name": "TAPIO_OUTPUT_MODE", "value": "nats"}],
         "workload_secrets": None, "subject_prefix_env": "NATS_SUBJECT_PREFIX", "pod_annotations": {},
         "container_overrides": {}, "batch": ["tapio-k8s-collector"],
-        "probe": {"definition": job(), "target": "tapio-nats.tapio:4222", "timeout": 5, "fresh": False,
+        "probe": {"definition": job(target=None), "target": TARGET, "timeout": 5, "fresh": False,
                   "required": True, "simulated_node_annotation": "kwok.x-k8s.io/node", **probe},
     }
     return engine.Engine(engine_inputs(**{**params, **(options or {})}), kube, nats, check, clock=clock,
@@ -123,7 +129,8 @@ def test_a_check_mode_fresh_probe_deletes_nothing() -> None:
     run.probe()
     assert kube.writes == [] and clock.sleeps == []
     assert ("Job", JOB) in kube.objects
-    assert run.steps[-1].endswith(f"check mode: would delete the earlier probe Job {JOB} and create a new one")
+    assert run.steps[-1].endswith(f"check mode: would delete the earlier probe Job {JOB} (a fresh probe was asked "
+                                  "for) and create a new one")
 
 
 def test_a_check_mode_probe_of_an_earlier_job_changes_nothing() -> None:
@@ -148,6 +155,33 @@ def test_a_real_fresh_probe_deletes_the_earlier_job_first() -> None:
     run = make_engine(kube, False, clock, fresh=True)
     assert run.probe()["probe"]["outcome"] == "passed"
     assert kube.writes == [("delete", "Job", JOB), ("create", "Job", JOB)]
+
+
+def test_a_created_probe_job_carries_its_target_and_no_api_token() -> None:
+    kube, clock = RecordingKube(complete_at_look=1), Clock()
+    make_engine(kube, False, clock).probe()
+    created = kube.objects[("Job", JOB)]
+    assert created["metadata"]["annotations"] == {probe_job.TARGET_ANNOTATION: probe_job.target_digest(TARGET)}
+    assert created["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+
+
+@pytest.mark.parametrize("earlier", [job(finished=True, target="old-nats.tapio:4222"), job(finished=True, target=None)],
+                         ids=["another target", "no target recorded"])
+def test_an_earlier_probe_job_of_another_target_is_replaced_not_judged(earlier: dict[str, Any]) -> None:
+    kube, clock = RecordingKube(earlier, complete_at_look=1), Clock()
+    run = make_engine(kube, False, clock)
+    assert run.probe()["probe"]["outcome"] == "passed"
+    assert kube.writes == [("delete", "Job", JOB), ("create", "Job", JOB)]
+    assert any(step.endswith(f"deleting the earlier probe Job {JOB}: it did not probe {TARGET}") for step in run.steps)
+
+
+def test_a_check_mode_probe_of_an_earlier_job_of_another_target_says_it_would_replace_it() -> None:
+    kube = RecordingKube(job(finished=True, target="old-nats.tapio:4222"))
+    run = make_engine(kube, True, Clock())
+    run.probe()
+    assert kube.writes == []
+    assert run.steps[-1].endswith(f"check mode: would delete the earlier probe Job {JOB} (it did not probe {TARGET}) "
+                                  "and create a new one")
 
 
 def test_a_probe_job_that_never_finishes_is_judged_after_its_timeout() -> None:
