@@ -495,6 +495,24 @@ def trend(stream_first: dict[str, Any], stream_second: dict[str, Any], before: d
     return keeps_up(samples, settings.max_pending, min(settings.window, elapsed))
 
 
+# A replay consumer (module_utils/tapio_replay_window.py's MARK and LAST_SEQ_KEY; a unit test
+# keeps them equal): its reader stops at the window's last sequence, so the stream after the
+# window stays pending for good, which is no stall.
+REPLAY_MARK, REPLAY_LAST_SEQ_KEY = "tapio.io/replay", "tapio.io/replay-last-seq"
+
+
+def replay_finding(subject: str, after: dict[str, Any], counts: str) -> Optional[Finding]:
+    """A replay consumer's progress through its window (ok either way: its reader sets the pace)."""
+    metadata = (after.get("config") or {}).get("metadata") or {}
+    if REPLAY_MARK not in metadata:
+        return None
+    last, floor = int(metadata.get(REPLAY_LAST_SEQ_KEY) or 0), ack_floor(after)
+    if floor >= last:
+        return finding("consumer", subject, OK, f"replay window read to its end (ack floor {floor}, window ends at {last})")
+    return finding("consumer", subject, OK,
+                   f"replay window read to {floor} of {last} (its reader's pace, not judged; {counts})")
+
+
 def consumer_missing(names: Names) -> Finding:
     """The pipeline's consumer does not exist on the events stream."""
     return finding(
@@ -584,6 +602,9 @@ def one_consumer_findings(name: str, before: Optional[dict[str, Any]], after: di
     counts = consumer_counts(after)
     if before is None:
         return [finding("consumer", subject, OK, f"{counts} (created during the check: one read)")]
+    replay = replay_finding(subject, after, counts)
+    if replay is not None:
+        return [replay] + redelivery_findings(name, before, after, elapsed, names)
     stalled = backlog_of(before) > 0 and backlog_of(after) > 0 and ack_floor(after) == ack_floor(before)
     verdict, why = trend(stream_first, stream_second, before, after, elapsed, settings)
     if stalled:

@@ -287,6 +287,32 @@ def test_another_stalled_durable_is_a_warning_and_ephemerals_are_not_judged() ->
     assert {f.subject for f in only(found, "consumer")} == {"TAPIO_EVENTS/tapio-pipeline", "TAPIO_EVENTS/siem-export"}
 
 
+def replay(floor: int, last: int, pending: int) -> dict:
+    info = consumer("engine-b-replay", pending=pending, floor=floor)
+    info["config"]["metadata"] = {health.REPLAY_MARK: "true", health.REPLAY_LAST_SEQ_KEY: str(last)}
+    return info
+
+
+def test_a_replay_consumer_is_judged_by_its_window_not_as_a_stall() -> None:
+    """Its reader stops at the window's end, so the stream after it stays pending: no warning."""
+    idle = {"tapio-pipeline": consumer(), "engine-b-replay": replay(floor=1200, last=4000, pending=3800)}
+    found = health.consumer_findings(idle, idle, stream(), stream(), 10.0, SETTINGS)
+    [waiting] = [f for f in found if f.subject == "TAPIO_EVENTS/engine-b-replay"]
+    assert waiting.severity == OK and waiting.seen.startswith("replay window read to 1200 of 4000 (its reader's pace")
+    done = {"tapio-pipeline": consumer(), "engine-b-replay": replay(floor=4000, last=4000, pending=1000)}
+    [read] = [f for f in health.consumer_findings(done, done, stream(), stream(), 10.0, SETTINGS)
+              if f.subject == "TAPIO_EVENTS/engine-b-replay"]
+    assert read.seen == "replay window read to its end (ack floor 4000, window ends at 4000)"
+    # Without the mark the same consumer is a stalled durable, a warning.
+    plain = {"tapio-pipeline": consumer(), "engine-b": consumer("engine-b", pending=3800, floor=1200)}
+    assert WARNING in {f.severity for f in health.consumer_findings(plain, plain, stream(), stream(), 10.0, SETTINGS)}
+
+
+def test_the_replay_marks_are_the_replay_modules() -> None:
+    replay_window = load_module_utils("tapio_replay_window")
+    assert (health.REPLAY_MARK, health.REPLAY_LAST_SEQ_KEY) == (replay_window.MARK, replay_window.LAST_SEQ_KEY)
+
+
 def test_a_consumer_with_its_floor_moving_slower_than_the_stream_falls_behind() -> None:
     before = {"tapio-pipeline": consumer(pending=2000, floor=3000)}
     after = {"tapio-pipeline": consumer(pending=6000, floor=3500)}
