@@ -83,7 +83,7 @@ def playbook(path: str | Path, *args: str, extra: dict[str, Any] | None = None, 
 
 # In NS one workload has no password in the inventory: the role makes a random one on the first
 # install and keeps it in the workload's Secret on every later run.
-GENERATED_FOR = "tapio-ebpf-collector"
+GENERATED_FOR = "tapio-systemd-collector"
 LAB_PASSWORDS: dict[str, str] = yaml.safe_load(
     (REPO_ROOT / "inventories/lab/group_vars/all/nats.yml").read_text())["tapio_nats_component_passwords"]
 NS_PASSWORDS = {"tapio_nats_component_passwords": {**LAB_PASSWORDS, GENERATED_FOR: ""}}
