@@ -85,7 +85,10 @@ options:
     type: str
     default: tapio
   pipeline:
-    description: The pipeline Deployment; both keys are needed when given.
+    description:
+      - The pipeline Deployment; I(name) and I(container) are needed when given.
+      - A second correlation engine is switched and restored as a pipeline (roles/tapio_pipeline,
+        tasks/engines.yml), with I(credentials) naming its extra consumer.
     type: dict
     default: {name: tapio-pipeline, container: pipeline}
     suboptions:
@@ -95,6 +98,13 @@ options:
       container:
         description: The container the migration owns.
         type: str
+      credentials:
+        description:
+          - Whose NATS user the pods connect as, with one user per workload (I(workload_secrets)) - the
+            Secret C(<prefix><credentials>) and the inbox prefix C(_INBOX_<credentials>).
+          - Empty is the Deployment's own name (the pipeline's user); an engine gives its extra consumer's.
+        type: str
+        default: ""
   collectors:
     description: The collector DaemonSets; every key is needed in each.
     type: list
@@ -537,7 +547,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     **KUBE_CONNECTION_SPEC,
     "namespace": {"type": "str", "default": "tapio"},
     "pipeline": {"type": "dict", "default": {"name": "tapio-pipeline", "container": "pipeline"},
-                 "options": WORKLOAD_OPTIONS},
+                 "options": {**WORKLOAD_OPTIONS, "credentials": {"type": "str", "default": ""}}},
     "collectors": {"type": "list", "elements": "dict", "default": [], "options": COLLECTOR_OPTIONS},
     "mode_env": {"type": "str", "default": "TAPIO_OUTPUT_MODE"},
     "nats_value": {"type": "str", "default": "nats"},

@@ -116,7 +116,8 @@ class Engine:
             self.require_durable_consumer()
         live = self.workloads.read_all([self.pipeline])
         self.records.record([self.pipeline], live)
-        env = workload_env(list(self.inputs.env), self.pipeline.name, self.inputs.workload_secrets.as_dict())
+        env = workload_env(list(self.inputs.env), self.pipeline.credentials or self.pipeline.name,
+                           self.inputs.workload_secrets.as_dict())
         patch = switch_patch(live[self.pipeline.name], self.pipeline.container, env)
         if patch:
             self.records.write_switch(self.pipeline, live[self.pipeline.name], env)
@@ -133,7 +134,7 @@ class Engine:
         if durable is not None:
             return
         message = (f"Stream {self.inputs.stream} with durable consumer {self.inputs.consumer} must exist before "
-                   "the pipeline switches (phase streams).")
+                   f"{self.pipeline.label} switches (phase streams).")
         if not self.check:
             raise EngineError(message)
         # The streams phase before this one created nothing in check mode.
@@ -237,7 +238,7 @@ class Engine:
         if self.inputs.drain and not self.check:
             self.gates.wait_drained()
         elif not self.inputs.drain:
-            self.log(f"drain not checked (tapio_rollback_drain false): the pipeline goes back without checking that "
+            self.log(f"drain not checked (drain false): {self.pipeline.label} goes back without checking that "
                      f"consumer {self.inputs.consumer} has nothing pending; events still in the stream stay there")
         self.workloads.rollback_targets([self.pipeline])
         return {"kept_changes": list(self.workloads.kept_changes)}

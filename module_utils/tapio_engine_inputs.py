@@ -22,6 +22,9 @@ class Target:
     name: str
     container: str
     subject_prefix: str = ""
+    # Whose NATS user its pods connect as (Secret and inbox); "" is its own name. A second
+    # correlation engine, switched as a pipeline, connects as its extra consumer's user.
+    credentials: str = ""
 
     @property
     def label(self) -> str:
@@ -138,7 +141,8 @@ class EngineInputs:
         pipeline = params["pipeline"]
         return cls(
             namespace=params["namespace"],
-            pipeline=Target("Deployment", pipeline["name"], pipeline["container"]),
+            pipeline=Target("Deployment", pipeline["name"], pipeline["container"],
+                            credentials=pipeline.get("credentials") or ""),
             collectors=tuple(Target("DaemonSet", c["name"], c["container"], c.get("subject_prefix") or "")
                              for c in params["collectors"]),
             mode_env=params["mode_env"], nats_value=params["nats_value"], direct_value=params["direct_value"],

@@ -30,6 +30,8 @@ ACK_POLICIES = ("explicit", "all")
 KEYS = frozenset({"name", "description", "filter_subjects", "deliver_policy", "opt_start_time", "opt_start_seq",
                   "ack_policy", "ack_wait", "max_deliver", "max_ack_pending", "replay", "workload"})
 WORKLOAD_KINDS = ("Deployment", "DaemonSet", "StatefulSet")
+# container and engine: a second correlation engine, switched onto this consumer like the pipeline.
+WORKLOAD_KEYS = frozenset({"kind", "name", "container", "engine"})
 
 
 def is_subject_pattern(subject: Any) -> bool:
@@ -122,7 +124,28 @@ def _workload_problems(entry: dict[str, Any], field: str) -> list[str]:
             or not NAME.match(str(workload.get("name") or ""))):
         return [f"{field}.workload must be {{kind: {'|'.join(WORKLOAD_KINDS)}, name: <its name>}} (the reader "
                 f"restarted after a password change), got {workload!r}"]
-    return []
+    problems = [f"{field}.workload: unknown key {key!r} (known: {', '.join(sorted(WORKLOAD_KEYS))})"
+                for key in sorted(set(workload) - WORKLOAD_KEYS, key=str)]
+    if "engine" in workload and not isinstance(workload["engine"], bool):
+        problems.append(f"{field}.workload.engine must be true or false")
+    elif workload.get("engine"):
+        if workload["kind"] != "Deployment":
+            problems.append(f"{field}.workload.engine: a second correlation engine is a Deployment (switched as the "
+                            f"pipeline is), got kind {workload['kind']}")
+        if not isinstance(workload.get("container"), str) or not workload["container"]:
+            problems.append(f"{field}.workload.container is required with engine: true (the container whose NATS env "
+                            "the engines phase sets)")
+    elif "container" in workload:
+        problems.append(f"{field}.workload.container needs engine: true (only an engine's env is set)")
+    return problems
+
+
+def engines(consumers: Any) -> list[dict[str, Any]]:
+    """The second correlation engines the (checked) list declares: each entry whose workload
+    has ``engine: true``, as ``{name, container, consumer, filter_subjects}``."""
+    return [{"name": entry["workload"]["name"], "container": entry["workload"]["container"], "consumer": entry["name"],
+             "filter_subjects": list(entry.get("filter_subjects") or [])}
+            for entry in consumers or [] if isinstance(entry, dict) and (entry.get("workload") or {}).get("engine")]
 
 
 def entry_problems(entry: Any, index: int, stream_subjects: list[str]) -> list[str]:
@@ -170,4 +193,11 @@ def problems_of(consumers: Any, stream_subjects: list[str], pipeline_consumer: s
         elif name in taken_users or name + ALTERNATE_SUFFIX in taken_users:
             problems.append(f"{VARIABLE}: {name} is already a NATS user (the toolkit's user or a workload's): "
                             "choose another name")
+    engine_names = [engine["name"] for engine in engines([e for e in consumers if not entry_problems(e, 0, stream_subjects)])]
+    for engine in dict.fromkeys(engine_names):
+        if engine in taken_users:
+            problems.append(f"{VARIABLE}: engine {engine} is the pipeline, a collector or the toolkit's user: an "
+                            "engine is a Deployment of its own")
+        if engine_names.count(engine) > 1:
+            problems.append(f"{VARIABLE}: engine {engine} reads more than one consumer (one engine, one consumer)")
     return problems

@@ -38,6 +38,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import ssl
@@ -614,6 +615,118 @@ def test_passwords_change_by_reload_and_a_workloads_pods_move_to_its_new_user_lo
     wait_for("NATS healthy after the rolling restart", cluster.healthy)
     ledger = settled_ledger()
     assert lost(ledger) == {}, json.dumps(ledger.get("sources"), indent=1)
+
+
+ENGINE, ENGINE_CONSUMER = "tapio-correlation-b", "engine-b"  # lab_engines of the lab inventory
+ENGINE_DECLARED = {"tapio_nats_extra_consumers": [
+    {"name": ENGINE_CONSUMER, "replay": True,
+     "workload": {"kind": "Deployment", "name": ENGINE, "container": "pipeline", "engine": True}}]}
+REPLAY_WINDOW = 300.0  # seconds: the plan's "replay a window of history" at five minutes
+
+
+def simulator_post(path: str, timeout: float = 90) -> dict[str, Any]:
+    import urllib.request
+
+    with urllib.request.urlopen(urllib.request.Request(f"{SIMULATOR}{path}", method="POST"),  # noqa: S310 - lab
+                                timeout=timeout) as answer:
+        return json.load(answer)
+
+
+def toolkit_login(cluster: Cluster) -> tuple[str, ...]:
+    """The toolkit's password as the servers hold it now (the rotation test above changed it)."""
+    rotated = logs_in(cluster, "tapio", "tapio-lab-secret-rotated") == ""
+    return ("-e", "tapio_nats_password=tapio-lab-secret-rotated") if rotated else ()
+
+
+def stream_first_time(cluster: Cluster) -> float:
+    """When the events stream's first message was stored (its state's first_ts, UNIX seconds)."""
+    async def read(js: Any) -> float:
+        from datetime import datetime
+
+        answer = await js._nc.request(f"$JS.API.STREAM.INFO.{STREAM}", b"", timeout=5)
+        first = json.loads(answer.data)["state"]["first_ts"]
+        return datetime.fromisoformat(first[:26].rstrip("Z") + "+00:00").timestamp()
+
+    return on_nats(cluster, read)
+
+
+def consumer_state(cluster: Cluster, name: str) -> dict[str, Any]:
+    async def read(js: Any) -> dict[str, Any]:
+        info = await js.consumer_info(STREAM, name)
+        return {"delivered": info.delivered.stream_seq, "ack_floor": info.ack_floor.stream_seq,
+                "num_pending": info.num_pending, "num_ack_pending": info.num_ack_pending,
+                "num_redelivered": info.num_redelivered}
+
+    return on_nats(cluster, read)
+
+
+def engine_ledger() -> dict[str, Any]:
+    answer = get_json(f"{SIMULATOR}/ledger")
+    assert answer and answer[0] == 200, answer
+    return answer[1]["engines"][ENGINE] | {"pipeline_received": answer[1]["totals"]["received"]}
+
+
+def test_a_second_engine_reads_a_five_minute_replay_beside_the_pipeline_and_goes_back_exactly(
+        cluster: Cluster) -> None:
+    """The plan's A/B: the lab's second correlation engine (a Deployment the simulator plays with
+    a ledger of its own) is switched by engines.yml onto its own consumer, which replay.yml put
+    on the last five minutes of the stream. Its ledger counts what the window holds; the
+    pipeline's consumer and ledger are unchanged by it; both then read live events side by side
+    with nothing lost; switched off, the engine's spec is its pre-switch one again."""
+    if not cluster.pods():  # run on its own: the module's earlier tests migrated the lab
+        migrated = playbook("migrate.yml")
+        assert migrated.rc == 0, migrated.explain()
+    wait_for("NATS healthy", cluster.healthy)
+    login = (*toolkit_login(cluster), "-e", json.dumps(ENGINE_DECLARED))
+    users = playbook("playbooks/nats.yml", *login)  # the engine's user and Secret (a reload)
+    assert users.rc == 0, users.explain()
+    apps = client.AppsV1Api(cluster.core.api_client)
+    engine_before = apps.read_namespaced_deployment(ENGINE, NAMESPACE).spec.to_dict()
+    # The window is history: the stream must hold five minutes before it.
+    first = stream_first_time(cluster)
+    wait_for("five minutes of history in the events stream", lambda: time.time() - first > REPLAY_WINDOW + 5)
+
+    drained = simulator_post("/drain?timeout=60")
+    base = engine_ledger()["received"]  # what the engine read before (none in the module's run)
+    try:
+        assert drained["settle"]["complete"] and drained["totals"]["lost"] == 0, drained["totals"]
+        time.sleep(1.0)  # every event of the paused simulator is stored before the window's end
+        end = time.time()
+        window = [f"nats_replay_start_time={time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(end - REPLAY_WINDOW))}"
+                  f".{int((end % 1) * 1e6):06d}Z",
+                  f"nats_replay_end_time={time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(end))}.{int((end % 1) * 1e6):06d}Z"]
+        pipeline_before = consumer_state(cluster, CONSUMER)
+        replay = playbook("replay.yml", *login, "-e", f"nats_replay_name={ENGINE_CONSUMER}", "-e", window[0],
+                          "-e", window[1])
+        assert replay.rc == 0 and replay.changed == 1, replay.explain()
+        found = re.search(rf"{ENGINE_CONSUMER}: (\d+) event\(s\) in the window, stream sequences (\d+)\.\.(\d+)",
+                          replay.stdout)
+        assert found, replay.explain()
+        count, first_seq, last_seq = map(int, found.groups())
+        assert count == last_seq - first_seq + 1 > 100000, found[0]  # minutes of the lab's events, none filtered
+
+        switched = playbook("engines.yml", *login)
+        assert switched.rc == 0 and switched.changed >= 1, switched.explain()
+        read = wait_for(f"the engine's ledger at the window's {count} events",
+                        lambda: (led := engine_ledger())["received"] - base >= count and led)
+        assert consumer_state(cluster, ENGINE_CONSUMER)["num_pending"] == 0
+        after = engine_ledger()
+        assert after["received"] - base == count and after["duplicate_deliveries"] == 0, after
+        assert consumer_state(cluster, CONSUMER) == pipeline_before
+        assert after["pipeline_received"] == read["pipeline_received"] == drained["totals"]["received"]
+    finally:
+        simulator_post("/resume")
+    # Side by side: both read live events; the pipeline's ledger loses nothing, counts nothing twice.
+    wait_for("live events read by the engine past its window", lambda: engine_ledger()["received"] - base > count + 2000)
+    ledger = settled_ledger()
+    assert lost(ledger) == {} and ledger["totals"]["duplicates"] == 0, json.dumps(ledger["totals"])
+
+    off = playbook("engines.yml", *login, "-e", "tapio_pipeline_engines_state=restored", "-e",
+                   "tapio_rollback_mode=restore")
+    assert off.rc == 0 and off.changed >= 1, off.explain()
+    assert apps.read_namespaced_deployment(ENGINE, NAMESPACE).spec.to_dict() == engine_before
+    wait_for("the engine's consumer stopped", lambda: (get_json(f"{SIMULATOR}/status") or (0, {}))[1]
+             .get("engines", {}).get(ENGINE) == [])
 
 
 def test_a_lost_real_node_leaves_the_cutover_done_and_verify_names_the_missing_server(

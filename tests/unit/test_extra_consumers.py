@@ -174,3 +174,33 @@ def test_a_password_change_restarts_an_extra_consumers_declared_reader_only() ->
         {"name": "siem"}, {"name": "engine-b", "workload": {"kind": "Deployment", "name": "correlation-b"}}])
     assert [(r["kind"], r["name"], r["secret"]) for r in readers] == [
         ("Deployment", "tapio-pipeline", "p-tapio-pipeline"), ("Deployment", "correlation-b", "p-engine-b")]
+
+
+ENGINE = {"name": "engine-b", "filter_subjects": ["tapio.events.k8s.>"],
+          "workload": {"kind": "Deployment", "name": "tapio-correlation-b", "container": "pipeline", "engine": True}}
+
+
+def test_an_engine_entry_is_a_deployment_with_its_container_switched_onto_this_consumer() -> None:
+    assert problems([ENGINE]) == []
+    assert rules.engines([ENGINE, *GOOD]) == [{"name": "tapio-correlation-b", "container": "pipeline",
+                                               "consumer": "engine-b", "filter_subjects": ["tapio.events.k8s.>"]}]
+    assert rules.engines(None) == [] and rules.engines(GOOD) == []
+
+
+@pytest.mark.parametrize(("workload", "message"), [
+    ({"kind": "DaemonSet", "name": "b", "container": "c", "engine": True}, "a second correlation engine is a Deployment"),
+    ({"kind": "Deployment", "name": "b", "engine": True}, "workload.container is required with engine: true"),
+    ({"kind": "Deployment", "name": "b", "container": "c"}, "workload.container needs engine: true"),
+    ({"kind": "Deployment", "name": "b", "container": "c", "engine": "yes"}, "workload.engine must be true or false"),
+    ({"kind": "Deployment", "name": "b", "image": "x"}, "workload: unknown key 'image'"),
+])
+def test_an_engines_workload_is_checked_and_named(workload: dict[str, Any], message: str) -> None:
+    found = only(problems([{"name": "engine-b", "workload": workload}]))
+    assert found.startswith("tapio_nats_extra_consumers[0] (engine-b).workload") and message in found, found
+
+
+def test_an_engine_is_not_a_migrated_workload_and_reads_one_consumer() -> None:
+    pipeline = {**ENGINE, "workload": {**ENGINE["workload"], "name": "tapio-pipeline"}}
+    assert "engine tapio-pipeline is the pipeline, a collector or the toolkit's user" in only(problems([pipeline]))
+    twice = [ENGINE, {**ENGINE, "name": "engine-c"}]
+    assert "engine tapio-correlation-b reads more than one consumer" in only(problems(twice))

@@ -45,7 +45,7 @@ def test_left_out_nested_options_get_the_defaults_the_module_merged_by_hand() ->
     assert params["probe"] == {"definition": None, "target": None, "timeout": 120, "fresh": False, "required": True,
                                "simulated_node_annotation": ""}
     assert params["ca_secret"] == {"name": None, "key": "ca.crt"}
-    assert params["pipeline"] == {"name": "tapio-pipeline", "container": "pipeline"}
+    assert params["pipeline"] == {"name": "tapio-pipeline", "container": "pipeline", "credentials": ""}
 
 
 def test_given_keys_are_kept_converted_and_the_others_defaulted() -> None:

@@ -36,6 +36,13 @@ def _collector_arg(text: str) -> dict[str, Any]:
     return col
 
 
+def _engine_arg(text: str) -> dict[str, Any]:
+    parts = text.split(":")
+    if len(parts) != 2 or not all(parts):
+        raise argparse.ArgumentTypeError("expected NAME:CONTAINER")
+    return {"name": parts[0], "container": parts[1]}
+
+
 def _cluster_dns_arg(text: str) -> dict[str, Any]:
     """SERVER[:PORT] (an IPv6 server in brackets: [::1]:5353)."""
     server, port = text, ""
@@ -61,6 +68,8 @@ def build_overrides(args: argparse.Namespace) -> dict[str, Any]:
             over[key] = value
     if args.collector:
         over["collectors"] = args.collector
+    if args.engine:
+        over["engines"] = args.engine
     pipeline = {k: v for k, v in (("name", args.pipeline), ("container", args.pipeline_container),
                                   ("kind", args.pipeline_kind), ("mode_env", args.pipeline_mode_env)) if v}
     if pipeline:
@@ -180,6 +189,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--poll-interval", type=float)
     run.add_argument("--collector", action="append", type=_collector_arg,
                      help="NAME:CONTAINER[:KIND[:SUBJECT_PREFIX]] (repeat; replaces the default list)")
+    run.add_argument("--engine", action="append", type=_engine_arg, metavar="NAME:CONTAINER",
+                     help="a second correlation engine's Deployment, watched like the pipeline (repeat)")
     run.add_argument("--pipeline", help="pipeline workload name")
     run.add_argument("--pipeline-container")
     run.add_argument("--pipeline-kind", choices=("Deployment", "DaemonSet", "StatefulSet"))

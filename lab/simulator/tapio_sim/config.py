@@ -38,6 +38,11 @@ DEFAULTS: dict[str, Any] = {
         "mode_env": "TAPIO_OUTPUT_MODE",
         "nats_url_means_nats": True,
     },
+    # Second correlation engines (the plan's A/B), each watched like the pipeline: a Ready pod
+    # whose env says NATS reads the durable consumer env.consumer names (else `consumer`) and
+    # records into a ledger of its own (the /ledger report's "engines").
+    #   [{name: tapio-correlation-b, kind: Deployment, container: pipeline, consumer: engine-b}]
+    "engines": [],
     "env": {
         "mode": "TAPIO_OUTPUT_MODE",      # collectors: "nats" -> NATS output, else direct
         "nats_value": "nats",
@@ -52,6 +57,8 @@ DEFAULTS: dict[str, Any] = {
         # A pod that sets this takes its request replies on <prefix>.> (nats-py's inbox_prefix),
         # as Tapio's client passes it: a workload's NATS user may subscribe only there.
         "inbox_prefix": "NATS_INBOX_PREFIX",
+        # An engine's durable consumer (the toolkit sets it on a second correlation engine).
+        "consumer": "NATS_CONSUMER",
     },
     "nats": {
         "servers": ["nats://127.0.0.1:4222", "nats://127.0.0.1:4223", "nats://127.0.0.1:4224"],
@@ -126,6 +133,18 @@ def normalise(cfg: dict[str, Any]) -> dict[str, Any]:
         col.setdefault("subject_prefix", None)
         if col.get("rate") is not None:
             col["rate"] = float(col["rate"])
+    for engine in cfg["engines"]:
+        if not isinstance(engine, dict) or not engine.get("name") or not engine.get("container"):
+            raise ValueError(f"config: engine {engine!r} needs 'name' and 'container'")
+        if engine["name"] == cfg["pipeline"]["name"]:
+            raise ValueError(f"config: engine {engine['name']} is the pipeline")
+        engine.setdefault("kind", "Deployment")
+        engine.setdefault("mode_env", cfg["pipeline"]["mode_env"])
+        engine.setdefault("nats_url_means_nats", cfg["pipeline"]["nats_url_means_nats"])
+        engine.setdefault("consumer", None)
+    names = [e["name"] for e in cfg["engines"]]
+    if len(set(names)) != len(names):
+        raise ValueError(f"config: an engine is listed twice: {names}")
     if cfg["http"]["host"] not in ("127.0.0.1", "::1", "localhost"):
         raise ValueError("config: http.host must be a loopback address")
     if cfg["nats"].get("password_env"):

@@ -253,3 +253,45 @@ class Ledger:
                 continue
             rows.append({"t": sec, "sources": {src: dict(zip(BUCKET_FIELDS, row)) for src, row in bucket.items()}})
         return rows
+
+
+class EngineLedger:
+    """What one second correlation engine (the plan's A/B) received from its own consumer.
+
+    An engine reads history too (a replay window holds events of earlier simulator runs), so
+    an event is counted by (run id, source, sequence), not against what this run emitted;
+    a message that is no simulator event (a canary) is counted once per delivery. `received`
+    is the distinct messages read: what a replay window's count is compared with."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.counts: dict[tuple[str, str], bytearray] = {}
+        self.deliveries = 0
+        self.events = 0
+        self.current_run = 0
+        self.duplicate_deliveries = 0
+        self.foreign = 0
+
+    def receive(self, decoded: tuple[str, int, str, str] | None, run_id: str) -> int:
+        """Record one delivery (a decoded event, or None for a foreign message); returns how
+        many times it has now been received (1 for a foreign message)."""
+        self.deliveries += 1
+        if decoded is None:
+            self.foreign += 1
+            return 1
+        source, seq, _, event_run = decoded
+        counts = self.counts.setdefault((event_run, source), bytearray(1024))
+        if seq >= len(counts):
+            counts.extend(bytes(max(seq + 1 - len(counts), len(counts))))
+        if counts[seq] == 0:
+            self.events += 1
+            self.current_run += event_run == run_id
+        else:
+            self.duplicate_deliveries += 1
+        counts[seq] = min(255, counts[seq] + 1)
+        return counts[seq]
+
+    def summary(self) -> dict[str, Any]:
+        return {"received": self.events + self.foreign, "events": self.events, "current_run": self.current_run,
+                "earlier_runs": self.events - self.current_run, "foreign": self.foreign,
+                "deliveries": self.deliveries, "duplicate_deliveries": self.duplicate_deliveries}

@@ -1,5 +1,9 @@
 """The emulated pipeline pod's NATS side: the durable pull consumer, explicit ack.
 
+A second correlation engine's pod (the plan's A/B) runs the same consumer on the durable
+consumer its env names, recording into that engine's own ledger (ledger.EngineLedger), so
+what it reads never counts as received by the pipeline.
+
 Each Ready pipeline pod whose env says NATS runs one of these (a real pipeline also keeps
 accepting gRPC while collectors migrate: the direct channel lives in the Simulator and is
 open while any pipeline pod is Ready). A message is acked after the ledger recorded it, and
@@ -19,6 +23,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import NotFoundError
 
 from tapio_sim.events import decode
+from tapio_sim.ledger import EngineLedger
 from tapio_sim.tls import inbox_option, tls_context
 
 if TYPE_CHECKING:
@@ -30,8 +35,10 @@ log = logging.getLogger("tapio_sim.pipeline")
 class PipelineConsumer:
     def __init__(self, sim: Simulator, pod: Any, servers: list[str],
                  credentials: tuple[str | None, str | None], ca_pem: str | None = None,
-                 inbox_prefix: str | None = None) -> None:
+                 inbox_prefix: str | None = None, consumer: str | None = None,
+                 engine: EngineLedger | None = None) -> None:
         self.sim = sim
+        self.engine = engine
         self.ca_pem = ca_pem
         self.inbox_prefix = inbox_prefix
         self.pod = pod
@@ -39,7 +46,7 @@ class PipelineConsumer:
         self.user, self.password = credentials
         ncfg = sim.cfg["nats"]
         self.stream = ncfg["stream"]
-        self.consumer = ncfg["consumer"]
+        self.consumer = consumer or ncfg["consumer"]
         self.batch = int(ncfg["fetch_batch"])
         self.fetch_timeout = float(ncfg["fetch_timeout"])
         self.concurrency = max(1, int(ncfg.get("fetch_concurrency", 1)))
@@ -61,13 +68,18 @@ class PipelineConsumer:
         self.handle_seconds = 0.0
 
     def describe(self) -> dict[str, Any]:
-        return {"pod": self.pod.name, "uid": self.pod.uid, "stream": self.stream, "consumer": self.consumer, "user": self.user,
+        return {"pod": self.pod.name, "engine": self.engine.name if self.engine else None, "uid": self.pod.uid,
+                "stream": self.stream, "consumer": self.consumer, "user": self.user,
                 "state": self.state, "received": self.received, "acked": self.acked, "naked": self.naked,
                 "last_error": self.last_error, "servers": self.servers, "started": self.started,
                 "fetches": self.fetches, "empty_fetches": self.empty_fetches,
                 "avg_batch": round(self.received / self.fetches, 1) if self.fetches else 0,
                 "avg_fetch_ms": round(1000 * self.fetch_seconds / self.fetches, 1) if self.fetches else 0,
                 "avg_handle_ms": round(1000 * self.handle_seconds / self.fetches, 1) if self.fetches else 0}
+
+    @property
+    def role(self) -> str:
+        return f"engine {self.engine.name}" if self.engine else "pipeline"
 
     async def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name=f"pipeline-{self.pod.name}")
@@ -211,7 +223,9 @@ class PipelineConsumer:
         self.received += 1
         try:
             decoded = decode(msg.data)
-            if decoded is None:
+            if self.engine is not None:
+                self.engine.receive(decoded, self.sim.ledger.run_id)
+            elif decoded is None:
                 self.sim.ledger.foreign += 1  # someone else's event (a canary): processed, acked
             else:
                 source, seq, ev_id, run_id = decoded
@@ -237,4 +251,4 @@ class PipelineConsumer:
                 await self.nc.drain()  # flushes the last acks
             except Exception as exc:  # noqa: BLE001
                 log.debug("pipeline pod %s: drain: %s", self.pod.name, exc)
-        log.info("pipeline pod %s stopped consuming after %d messages", self.pod.name, self.received)
+        log.info("%s pod %s stopped consuming after %d messages", self.role, self.pod.name, self.received)

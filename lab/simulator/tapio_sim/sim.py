@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from tapio_sim.collector import CollectorInstance, SharedConnections
 from tapio_sim.dns import DnsError, resolve_for_pod
 from tapio_sim.kube import KubeReader, PodView
-from tapio_sim.ledger import Ledger
+from tapio_sim.ledger import EngineLedger, Ledger
 from tapio_sim.pipeline import PipelineConsumer
 
 log = logging.getLogger("tapio_sim")
@@ -109,6 +109,9 @@ class Simulator:
         self.collectors: dict[str, CollectorInstance] = {}   # pod uid -> instance
         self.consumers: dict[str, PipelineConsumer] = {}     # pod uid -> consumer
         self.pipeline_pods: list[PodView] = []
+        # Second correlation engines (the plan's A/B): each its Deployment's consumers and ledger.
+        self.engine_consumers: dict[str, dict[str, PipelineConsumer]] = {e["name"]: {} for e in cfg["engines"]}
+        self.engine_ledgers = {e["name"]: EngineLedger(e["name"]) for e in cfg["engines"]}
         self.ready_pipeline = 0
         self.polls = 0
         self.poll_errors = 0
@@ -149,6 +152,7 @@ class Simulator:
         items = [(c["name"], "DaemonSet", c["name"], c["container"]) for c in self.cfg["collectors"]]
         p = self.cfg["pipeline"]
         items.append(("__pipeline__", p["kind"], p["name"], p["container"]))
+        items += [(f"__engine__{e['name']}", e["kind"], e["name"], e["container"]) for e in self.cfg["engines"]]
         return items
 
     async def poll_once(self) -> None:
@@ -170,21 +174,11 @@ class Simulator:
         if len(ready) != self.ready_pipeline:
             log.info("pipeline: %d Ready pod(s)%s", len(ready), "" if ready else ": direct sends are now LOST")
         self.ready_pipeline = len(ready)
-        want_consumers = {p.uid: p for p in ready
-                          if pipeline_wants_nats(p.env, self.cfg["pipeline"], self.cfg["env"])}
-        for uid in list(self.consumers):
-            if uid not in want_consumers:
-                self._retire(self.consumers.pop(uid).stop())
-        for uid, pod in want_consumers.items():
-            if uid not in self.consumers:
-                # Pods are listed in cfg namespace (PodView carries none).
-                servers = await asyncio.to_thread(self.map_nats_url, pod.env.get(self.cfg["env"]["nats_url"], ""),
-                                                  self.cfg["namespace"])
-                consumer = self.consumers[uid] = PipelineConsumer(self, pod, servers,
-                                                                  self.nats_credentials(pod.env),
-                                                                  self.nats_ca(pod.env),
-                                                                  self.nats_inbox_prefix(pod.env))
-                await consumer.start()
+        await self._reconcile_readers(ready, self.cfg["pipeline"], self.consumers, None)
+        for engine in self.cfg["engines"]:
+            await self._reconcile_readers([p for p in pods.get(f"__engine__{engine['name']}", []) if p.ready],
+                                          engine, self.engine_consumers[engine["name"]],
+                                          self.engine_ledgers[engine["name"]])
 
         wanted: dict[str, tuple[dict[str, Any], PodView]] = {}
         for col in self.cfg["collectors"]:
@@ -213,6 +207,27 @@ class Simulator:
         for (uid, _, _), inst in zip(starting, started):
             if inst is not None:
                 self.collectors[uid] = inst
+
+    async def _reconcile_readers(self, ready: list[PodView], workload: dict[str, Any],
+                                 consumers: dict[str, PipelineConsumer], engine: EngineLedger | None) -> None:
+        """One consumer per Ready pod whose env says NATS: the pipeline's on its durable
+        consumer; an engine's on the consumer its env names, into its own ledger."""
+        want = {p.uid: p for p in ready if pipeline_wants_nats(p.env, workload, self.cfg["env"])}
+        for uid in list(consumers):
+            if uid not in want:
+                self._retire(consumers.pop(uid).stop())
+        consumer_env = self.cfg["env"]["consumer"]
+        for uid, pod in want.items():
+            if uid not in consumers:
+                # Pods are listed in cfg namespace (PodView carries none).
+                servers = await asyncio.to_thread(self.map_nats_url, pod.env.get(self.cfg["env"]["nats_url"], ""),
+                                                  self.cfg["namespace"])
+                consumer = consumers[uid] = PipelineConsumer(
+                    self, pod, servers, self.nats_credentials(pod.env), self.nats_ca(pod.env),
+                    self.nats_inbox_prefix(pod.env),
+                    consumer=(pod.env.get(consumer_env) or workload.get("consumer")) if engine else None,
+                    engine=engine)
+                await consumer.start()
 
     def _retire(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -255,6 +270,10 @@ class Simulator:
         old = self.ledger.run_id
         final = self.report(None)
         self.ledger = Ledger(secrets.token_hex(4), int(self.cfg["timeline_max_seconds"]))
+        self.engine_ledgers = {name: EngineLedger(name) for name in self.engine_ledgers}
+        for name, consumers in self.engine_consumers.items():
+            for consumer in consumers.values():
+                consumer.engine = self.engine_ledgers[name]
         log.info("ledger reset: run %s -> %s", old, self.ledger.run_id)
         return {"previous": final, "run_id": self.ledger.run_id}
 
@@ -274,6 +293,8 @@ class Simulator:
                                    "nats": pipeline_wants_nats(p.env, self.cfg["pipeline"], self.cfg["env"])}
                                   for p in self.pipeline_pods],
                          "consumers": [c.describe() for c in self.consumers.values()]},
+            "engines": {name: [c.describe() for c in consumers.values()]
+                        for name, consumers in self.engine_consumers.items()},
             "collectors": [c.describe() for c in self.collectors.values()],
             "stopping": len(self._stopping_tasks),
             "combined_rate_10s": self.ledger.rate(None, 10),
@@ -291,6 +312,8 @@ class Simulator:
         summary["paused"] = self.paused
         summary["pipeline_ready_pods"] = self.ready_pipeline
         summary["pipeline_consumers"] = len(self.consumers)
+        summary["engines"] = {name: {**led.summary(), "consumers": len(self.engine_consumers[name])}
+                              for name, led in self.engine_ledgers.items()}
         summary["combined_rate_10s"] = self.ledger.rate(None, 10)
         summary["combined_rate_1m"] = self.ledger.rate(None, 60)
         return summary
@@ -322,9 +345,10 @@ class Simulator:
         self.collectors.clear()
         if self._stopping_tasks:
             await asyncio.gather(*list(self._stopping_tasks), return_exceptions=True)
-        for consumer in list(self.consumers.values()):
-            await consumer.stop()
-        self.consumers.clear()
+        for consumers in (self.consumers, *self.engine_consumers.values()):
+            for consumer in list(consumers.values()):
+                await consumer.stop()
+            consumers.clear()
         if self.shared_nats is not None:
             await self.shared_nats.close()
         final = self.report(self.ledger.watermarks()) | {"settle": final["settle"]}
