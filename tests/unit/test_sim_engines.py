@@ -35,16 +35,28 @@ def test_engine_config_fills_the_pipelines_mode_rules_and_refuses_what_cannot_wo
         config.load(None, {"engines": [ENGINE, ENGINE]})
 
 
-def test_engine_ledger_counts_distinct_events_of_any_run_and_every_foreign_message() -> None:
+def test_engine_ledger_counts_stream_messages_and_the_events_they_carry_of_any_run() -> None:
     led = EngineLedger("b")
-    assert led.receive(("k8s-collector", 1, "id", "run1"), "run1") == 1
-    assert led.receive(("k8s-collector", 2, "id", "run1"), "run1") == 1
-    assert led.receive(("k8s-collector", 1, "id", "run0"), "run1") == 1  # history of an earlier run
-    assert led.receive(("k8s-collector", 1, "id", "run1"), "run1") == 2  # redelivered
-    assert led.receive(("ebpf-collector", 5000, "id", "run1"), "run1") == 1  # beyond the first buffer
-    assert led.receive(None, "run1") == 1 and led.receive(None, "run1") == 1  # canaries: each delivery
-    assert led.summary() == {"received": 6, "events": 4, "current_run": 3, "earlier_runs": 1, "foreign": 2,
-                             "deliveries": 7, "duplicate_deliveries": 1}
+    assert led.receive(("k8s-collector", 1, "id", "run1"), "run1", 10)
+    assert led.receive(("k8s-collector", 2, "id", "run1"), "run1", 11)
+    assert led.receive(("k8s-collector", 1, "id", "run0"), "run1", 3)  # history of an earlier run
+    assert not led.receive(("k8s-collector", 1, "id", "run1"), "run1", 10)  # redelivered
+    assert led.receive(("k8s-collector", 2, "id", "run1"), "run1", 12)  # the stream holds it twice
+    assert led.receive(("ebpf-collector", 5000, "id", "run1"), "run1", 70000)  # beyond the first buffers
+    assert led.receive(None, "run1", 13) and not led.receive(None, "run1", 13)  # a canary, redelivered
+    assert led.receive(None, "run1")  # no stream sequence: each delivery is a message
+    assert led.summary() == {"received": 7, "events": 4, "current_run": 3, "earlier_runs": 1, "foreign": 2,
+                             "repeated_events": 1, "deliveries": 9, "redeliveries": 2}
+
+
+def test_the_stream_sequence_comes_from_the_ack_subject() -> None:
+    from nats.aio.msg import Msg
+
+    from tapio_sim.pipeline import stream_sequence
+
+    ack = "$JS.ACK.TAPIO_EVENTS.engine-b.1.4242.17.1796590000000000000.0"
+    assert stream_sequence(Msg(_client=None, subject="tapio.events.k8s.x", reply=ack)) == 4242
+    assert stream_sequence(Msg(_client=None, subject="x", reply="_INBOX.x")) is None
 
 
 class FakeConsumer:
@@ -101,6 +113,6 @@ def test_an_engine_pod_on_nats_reads_the_consumer_its_env_names_into_its_own_led
 
 def test_a_reset_gives_every_engine_a_new_ledger() -> None:
     simulator = sim_mod.Simulator(config.load(None, {"engines": [ENGINE]}))
-    simulator.engine_ledgers["tapio-correlation-b"].receive(None, simulator.ledger.run_id)
+    simulator.engine_ledgers["tapio-correlation-b"].receive(None, simulator.ledger.run_id, 1)
     simulator.reset()
     assert simulator.report(None)["engines"]["tapio-correlation-b"]["received"] == 0

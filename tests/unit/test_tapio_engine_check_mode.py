@@ -6,6 +6,7 @@ stalled wait (tapio_wait.Stalled) still fails a batch's gate by name."""
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional
 
@@ -234,3 +235,28 @@ def test_a_rollout_that_stalls_fails_the_batch_gate_by_name(tmp_path: Path) -> N
                                                  r"\(rollout of DaemonSet/tapio-k8s-collector: no progress for 6s"):
         run.collectors_batch()
     assert kube.writes == [("patch", "DaemonSet", "tapio-k8s-collector")] and clock.now == 6
+
+
+def test_an_engine_switched_as_a_pipeline_reads_its_consumers_secret_and_inbox(tmp_path: Path) -> None:
+    """A second correlation engine is the pipeline phase on its own Deployment, with
+    ``credentials`` naming its extra consumer: the env the switch would write reads that
+    consumer's Secret and inbox, not ones named after the Deployment."""
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment",
+                  "metadata": {"name": "tapio-correlation-b", "namespace": NAMESPACE, "generation": 1},
+                  "spec": {"template": {"spec": {"containers": [{"name": "pipeline", "env": []}]}}}}
+    kube = RecordingKube(deployment)
+    shared = {"name": "NATS_USER", "valueFrom": {"secretKeyRef": {"name": "tapio-nats-auth", "key": "NATS_USER"}}}
+    run = make_engine(kube, True, Clock(), RecordingNats(), options={
+        "pipeline": {"name": "tapio-correlation-b", "container": "pipeline", "credentials": "engine-b"},
+        "consumer": "engine-b", "state": {"dir": str(tmp_path)},
+        "env": [{"name": "TAPIO_OUTPUT_MODE", "value": "nats"}, shared],
+        "workload_secrets": {"shared": "tapio-nats-auth", "prefix": "tapio-nats-auth-", "inbox_env": "NATS_INBOX_PREFIX"}})
+    run.pipeline_phase()
+    assert kube.writes == []  # check mode
+    written = json.dumps(run.diff)
+    redacted = load_module_utils("tapio_private")  # env values show as their hashes in a diff
+    assert "tapio-nats-auth-engine-b" in written and redacted.redacted_value("_INBOX_engine-b") in written, written
+    assert "tapio-nats-auth-tapio-correlation-b" not in written
+    assert redacted.redacted_value("_INBOX_tapio-correlation-b") not in written
+    assert any("durable consumer engine-b must exist before Deployment/tapio-correlation-b switches" in step
+               for step in run.steps), run.steps

@@ -258,40 +258,59 @@ class Ledger:
 class EngineLedger:
     """What one second correlation engine (the plan's A/B) received from its own consumer.
 
-    An engine reads history too (a replay window holds events of earlier simulator runs), so
-    an event is counted by (run id, source, sequence), not against what this run emitted;
-    a message that is no simulator event (a canary) is counted once per delivery. `received`
-    is the distinct messages read: what a replay window's count is compared with."""
+    An engine reads history too (a replay window holds events of earlier simulator runs, and an
+    event a collector published again after a lost ack may be in the stream twice), so it
+    counts stream messages by their stream sequence - `received`, what a replay window's count
+    is compared with - and, apart, the simulator events they carry by (run id, source,
+    sequence). A stream message delivered again is a redelivery, not a new message."""
+
+    CHUNK = 1 << 16
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.counts: dict[tuple[str, str], bytearray] = {}
+        self.stream_seqs: dict[int, bytearray] = {}
+        self.event_counts: dict[tuple[str, str], bytearray] = {}
         self.deliveries = 0
+        self.messages = 0
+        self.redeliveries = 0
         self.events = 0
         self.current_run = 0
-        self.duplicate_deliveries = 0
+        self.repeated_events = 0
         self.foreign = 0
 
-    def receive(self, decoded: tuple[str, int, str, str] | None, run_id: str) -> int:
-        """Record one delivery (a decoded event, or None for a foreign message); returns how
-        many times it has now been received (1 for a foreign message)."""
+    def _first_delivery(self, stream_seq: int | None) -> bool:
+        if stream_seq is None:  # not a JetStream message: each delivery is a message
+            return True
+        chunk = self.stream_seqs.setdefault(stream_seq // self.CHUNK, bytearray(self.CHUNK))
+        seen = chunk[stream_seq % self.CHUNK]
+        chunk[stream_seq % self.CHUNK] = 1
+        return not seen
+
+    def receive(self, decoded: tuple[str, int, str, str] | None, run_id: str, stream_seq: int | None = None) -> bool:
+        """Record one delivery of stream message *stream_seq* (*decoded*: the simulator event it
+        carries, None for a foreign message); False when it is a redelivery."""
         self.deliveries += 1
+        if not self._first_delivery(stream_seq):
+            self.redeliveries += 1
+            return False
+        self.messages += 1
         if decoded is None:
             self.foreign += 1
-            return 1
+            return True
         source, seq, _, event_run = decoded
-        counts = self.counts.setdefault((event_run, source), bytearray(1024))
+        counts = self.event_counts.setdefault((event_run, source), bytearray(1024))
         if seq >= len(counts):
             counts.extend(bytes(max(seq + 1 - len(counts), len(counts))))
-        if counts[seq] == 0:
+        if counts[seq]:
+            self.repeated_events += 1
+        else:
+            counts[seq] = 1
             self.events += 1
             self.current_run += event_run == run_id
-        else:
-            self.duplicate_deliveries += 1
-        counts[seq] = min(255, counts[seq] + 1)
-        return counts[seq]
+        return True
 
     def summary(self) -> dict[str, Any]:
-        return {"received": self.events + self.foreign, "events": self.events, "current_run": self.current_run,
+        return {"received": self.messages, "events": self.events, "current_run": self.current_run,
                 "earlier_runs": self.events - self.current_run, "foreign": self.foreign,
-                "deliveries": self.deliveries, "duplicate_deliveries": self.duplicate_deliveries}
+                "repeated_events": self.repeated_events, "deliveries": self.deliveries,
+                "redeliveries": self.redeliveries}

@@ -32,6 +32,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("tapio_sim.pipeline")
 
 
+def stream_sequence(msg: Any) -> int | None:
+    """The stream sequence of a JetStream message (from its ack subject), else None."""
+    try:
+        return int(msg.metadata.sequence.stream)
+    except Exception:  # noqa: BLE001 - not a JetStream message
+        return None
+
+
 class PipelineConsumer:
     def __init__(self, sim: Simulator, pod: Any, servers: list[str],
                  credentials: tuple[str | None, str | None], ca_pem: str | None = None,
@@ -224,7 +232,7 @@ class PipelineConsumer:
         try:
             decoded = decode(msg.data)
             if self.engine is not None:
-                self.engine.receive(decoded, self.sim.ledger.run_id)
+                self.engine.receive(decoded, self.sim.ledger.run_id, stream_sequence(msg))
             elif decoded is None:
                 self.sim.ledger.foreign += 1  # someone else's event (a canary): processed, acked
             else:
